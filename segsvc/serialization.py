@@ -1,0 +1,87 @@
+"""Save and load a model as a folder: config.json (architecture, classes, palette) + model.safetensors.
+
+No pickle anywhere, so loading an untrusted model cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from segsvc.model import ARCHITECTURE, SegmentationModel
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+def save_model(
+    model: SegmentationModel,
+    path: str | Path,
+    class_names: list[str] | None = None,
+    palette: list[tuple[int, int, int]] | None = None,
+    ignore_index: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    metadata: dict | None = None,
+) -> Path:
+    """Write `path`/config.json and `path`/model.safetensors; class names/palette default to the model's."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if class_names is not None:
+        if len(class_names) != model.num_classes:
+            raise ValueError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
+        model.class_names = list(class_names)
+    if palette is not None:
+        if len(palette) != model.num_classes:
+            raise ValueError(f"{len(palette)} palette colours for a model with {model.num_classes} classes")
+        model.palette = [tuple(int(v) for v in colour) for colour in palette]
+    if ignore_index is not None:
+        model.ignore_index = ignore_index
+    config = {"format_version": FORMAT_VERSION, **model.config(), "dtype": str(dtype).removeprefix("torch.")}
+    if metadata:
+        config["metadata"] = metadata
+    state = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu()
+        state[key] = value.to(dtype) if value.is_floating_point() else value
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path / WEIGHTS_FILE))
+    (path / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    return path
+
+
+def read_config(path: str | Path) -> dict:
+    config_path = Path(path) / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"not a segsvc model folder (no {CONFIG_FILE}): {path}")
+    config = json.loads(config_path.read_text())
+    if config.get("architecture") != ARCHITECTURE:
+        raise ValueError(f"{config_path}: unknown architecture {config.get('architecture')!r}")
+    return config
+
+
+def load_model(path: str | Path) -> SegmentationModel:
+    """Load a model saved by `save_model`: eval mode, float32, channels_last, on the CPU."""
+    path = Path(path)
+    config = read_config(path)
+    model = SegmentationModel(config["num_classes"], tuple(config["decoder_channels"]))
+    state = load_file(str(path / WEIGHTS_FILE))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state, strict=True)
+    model.class_names = list(config["class_names"])
+    model.palette = [tuple(c) for c in config["palette"]]
+    model.ignore_index = config.get("ignore_index")
+    model.metadata = config.get("metadata", {})
+    return model.eval().to(memory_format=torch.channels_last)
+
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "camvid_default"
+
+
+def load_default_model() -> SegmentationModel:
+    """The CamVid model that ships with the package, ready for `predict_mask`."""
+    if not (DEFAULT_MODEL_DIR / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"the shipped default model is missing from {DEFAULT_MODEL_DIR}")
+    return load_model(DEFAULT_MODEL_DIR)
