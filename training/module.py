@@ -1,0 +1,148 @@
+"""The LightningModule: a thin shell over `segsvc.build_model` with loss, metrics and optimiser."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from segsvc import build_model
+from segsvc.metrics import confusion_matrix, iou_per_class, pixel_accuracy
+
+
+class SegmentationModule(pl.LightningModule):
+    def __init__(
+        self,
+        num_classes: int = 11,
+        class_names: list[str] | None = None,
+        palette: list[tuple[int, int, int]] | None = None,
+        ignore_index: int = 255,
+        encoder_weights: str | None = None,
+        lr: float = 2e-3,
+        encoder_lr_scale: float = 1.0,
+        weight_decay: float = 1e-4,
+        warmup_fraction: float = 0.03,
+        loss: Literal["ce", "ce+dice"] = "ce",
+        class_weighting: Literal["none", "enet"] = "none",
+        channels_last: bool = False,
+        compile: bool = False,
+        architecture: Literal["segsvc", "smp_linknet"] = "segsvc",
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(num_classes, encoder_weights) if architecture == "segsvc" else build_linknet(num_classes, encoder_weights)
+        self.model.class_names = list(class_names) if class_names else self.model.class_names
+        self.model.palette = [tuple(c) for c in palette] if palette else self.model.palette
+        self.model.ignore_index = ignore_index
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward_model = torch.compile(self.model) if compile else self.model
+        self.register_buffer("class_weights", torch.ones(num_classes), persistent=True)
+        self.dice = None
+        if loss == "ce+dice":
+            from segmentation_models_pytorch.losses import DiceLoss
+
+            self.dice = DiceLoss("multiclass", ignore_index=ignore_index)
+        self.confusion: dict[str, torch.Tensor] = {}
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and self.hparams.class_weighting == "enet" and datamodule is not None:
+            from segsvc.data import enet_class_weights
+
+            weights = enet_class_weights(datamodule.train_class_counts())
+            self.class_weights.copy_(torch.from_numpy(weights))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.forward_model(images)
+
+    def compute_loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        loss = nn.functional.cross_entropy(
+            logits.float(), masks, weight=self.class_weights, ignore_index=self.hparams.ignore_index
+        )
+        if self.dice is not None:
+            loss = loss + self.dice(logits.float(), masks)
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, masks = batch
+        loss = self.compute_loss(self(images), masks)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
+        return loss
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
+        images, masks = batch
+        logits = self(images)
+        self.log(f"{stage}/loss", self.compute_loss(logits, masks), sync_dist=True, batch_size=len(images))
+        confusion = confusion_matrix(logits.argmax(1), masks, self.hparams.num_classes, self.hparams.ignore_index)
+        self.confusion[stage] = self.confusion.get(stage, 0) + confusion
+
+    def _log_metrics(self, stage: str) -> None:
+        confusion = self.confusion.pop(stage, None)
+        if confusion is None:
+            return
+        confusion = self.trainer.strategy.reduce(confusion, reduce_op="sum")  # sum over DDP ranks
+        iou = iou_per_class(confusion.cpu())
+        self.log(f"{stage}/miou", float(iou.nanmean()), prog_bar=True)
+        self.log(f"{stage}/pixel_acc", pixel_accuracy(confusion.cpu()))
+        for name, value in zip(self.model.class_names, iou.tolist()):
+            if not math.isnan(value):
+                self.log(f"{stage}/iou_{name}", value)
+        self.last_confusion = {**getattr(self, "last_confusion", {}), stage: confusion.cpu()}
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(images).argmax(1).to(torch.uint8)
+
+    def configure_optimizers(self):
+        encoder = list(self.model.encoder.parameters())
+        encoder_ids = {id(p) for p in encoder}
+        rest = [p for p in self.model.parameters() if id(p) not in encoder_ids]
+        lr = self.hparams.lr
+        optimizer = torch.optim.AdamW(
+            [{"params": encoder, "lr": lr * self.hparams.encoder_lr_scale}, {"params": rest, "lr": lr}],
+            weight_decay=self.hparams.weight_decay,
+        )
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = int(total * self.hparams.warmup_fraction)
+
+        def schedule(step: int) -> float:  # linear warm-up, then cosine to zero
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(total - warmup, 1))))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def build_linknet(num_classes: int, encoder_weights: str | None) -> nn.Module:
+    """The peer we compare against: smp Linknet("mobilenet_v2"), encoder from the same ImageNet weights."""
+    import segmentation_models_pytorch as smp
+
+    from segsvc.encoder import read_imagenet_state_dict
+
+    model = smp.Linknet("mobilenet_v2", encoder_weights=None, classes=num_classes)
+    if encoder_weights is not None:
+        state = read_imagenet_state_dict(encoder_weights)
+        model.encoder.load_state_dict({k: v for k, v in state.items() if not k.startswith("classifier.")}, strict=True)
+    model.class_names = [str(i) for i in range(num_classes)]
+    model.palette = []
+    model.ignore_index = None
+    return model
