@@ -77,6 +77,22 @@ def import_to_store(args: argparse.Namespace) -> None:
     print(import_model(Path(args.model_dir), args.tag))
 
 
+def evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    from segsvc.data import CAMVID_IGNORE_INDEX
+    from segsvc.evaluate import evaluate_folder
+    from segsvc.serialization import load_default_model, load_model
+    from training.datamodule import default_data_root
+
+    model = load_default_model() if args.model == "default" else load_model(args.model)
+    root = Path(args.root) if args.root else default_data_root() / "camvid"
+    ignore = model.ignore_index if model.ignore_index is not None else CAMVID_IGNORE_INDEX
+    result = evaluate_folder(model, root / args.split, root / f"{args.split}annot", model.num_classes, ignore)
+    result["iou"] = dict(zip(model.class_names, (round(v, 4) for v in result["iou"])))
+    print(json.dumps(result, indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     explicit = argv is not None
     argv = list(argv if explicit else sys.argv[1:])
@@ -97,6 +113,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("model_dir")
     p.add_argument("--tag", default=None)
     p.set_defaults(func=import_to_store)
+    p = commands.add_parser("evaluate", help="score a model folder on a CamVid-layout split at full resolution")
+    p.add_argument("model", help="model folder, or 'default' for the shipped model")
+    p.add_argument("--root", default=None, help="CamVid folder (default: $SEGSVC_DATA_ROOT/camvid)")
+    p.add_argument("--split", default="test")
+    p.set_defaults(func=evaluate)
     args = parser.parse_args(argv)
     try:
         args.func(args)
