@@ -37,7 +37,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(f"image is too large: {error}", status=413) from error
+        raise ImageError(f"image is over the limit of {max_pixels} pixels ({error})", status=413) from error
     except UnidentifiedImageError as error:
         raise ImageError("not an image: Pillow cannot identify the format of the input") from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:

@@ -16,3 +16,13 @@ def overlay(image: np.ndarray, mask: np.ndarray, palette: list[tuple[int, int, i
     """The image with the coloured mask blended on it (alpha = mask weight)."""
     blended = (1 - alpha) * image.astype(np.float32) + alpha * colorize(mask, palette).astype(np.float32)
     return blended.round().clip(0, 255).astype(np.uint8)
+
+
+def palettized(mask: np.ndarray, palette: list[tuple[int, int, int]]):
+    """A mode "P" PIL image: one byte per pixel (the class id), the class colours attached as its palette."""
+    from PIL import Image
+
+    image = Image.fromarray(mask.astype(np.uint8), mode="P")
+    flat = [v for colour in palette for v in colour]
+    image.putpalette(flat + [0] * (768 - len(flat)))
+    return image

@@ -1,0 +1,55 @@
+"""ONNX export (dynamic batch, height, width) and an ONNX Runtime backend for `predict_mask`."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+OPSET = 17
+
+
+def export_onnx(model: nn.Module, path: str | Path) -> Path:
+    """Write `model` as ONNX; a folder path gets `model.onnx` inside. Input 'images' (N, 3, H, W), H, W % 32 == 0."""
+    path = Path(path)
+    if path.suffix != ".onnx":
+        path.mkdir(parents=True, exist_ok=True)
+        path = path / "model.onnx"
+    model = model.eval().float().to(memory_format=torch.contiguous_format)
+    example = torch.zeros(1, 3, 64, 64)
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}},
+        opset_version=OPSET,
+        dynamo=False,
+    )
+    return path
+
+
+class OnnxBackend:
+    """Runs an exported model with ONNX Runtime on the CPU; pass it to `segsvc.predict_mask` like a model."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    @classmethod
+    def from_model(cls, model: nn.Module, threads: int | None = None) -> OnnxBackend:
+        with tempfile.TemporaryDirectory() as tmp:
+            return cls(export_onnx(model, Path(tmp) / "model.onnx"), threads)
+
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(["logits"], {"images": np.ascontiguousarray(batch, dtype=np.float32)})[0]

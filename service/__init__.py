@@ -1,0 +1,1 @@
+"""BentoML serving for segsvc (`bentoml serve` from the repository root, see bentofile.yaml)."""

@@ -1,0 +1,40 @@
+"""Moving segsvc model folders in and out of the BentoML model store (no pickle: config.json + safetensors)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import bentoml
+
+from segsvc.serialization import CONFIG_FILE, DEFAULT_MODEL_DIR, WEIGHTS_FILE, read_config
+
+DEFAULT_MODEL_NAME = "segsvc-camvid"
+MODEL_TAG_ENV = "SEGSVC_MODEL_TAG"
+
+
+def model_tag() -> str:
+    """The tag the service serves: $SEGSVC_MODEL_TAG, or the shipped default's name."""
+    return os.environ.get(MODEL_TAG_ENV, f"{DEFAULT_MODEL_NAME}:latest")
+
+
+def import_model(model_dir: str | Path, name: str | None = None) -> str:
+    """Copy a `segsvc.save_model` folder into the model store; returns the new tag."""
+    model_dir = Path(model_dir)
+    config = read_config(model_dir)  # fails clearly on anything that is not a segsvc model
+    labels = {"architecture": config["architecture"], "classes": str(config["num_classes"])}
+    with bentoml.models.create(name or "segsvc-model", labels=labels, metadata={"class_names": config["class_names"]}) as model:
+        for file in (CONFIG_FILE, WEIGHTS_FILE):
+            shutil.copyfile(model_dir / file, Path(model.path) / file)
+    return str(model.tag)
+
+
+def ensure_default_model() -> None:
+    """With an empty store, the default tag resolves to the model that ships with the package."""
+    if os.environ.get(MODEL_TAG_ENV):
+        return
+    try:
+        bentoml.models.get(DEFAULT_MODEL_NAME)
+    except bentoml.exceptions.NotFound:
+        import_model(DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME)

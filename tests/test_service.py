@@ -1,0 +1,242 @@
+"""A real `bentoml serve` process on a free loopback port, real HTTP requests, good and bad."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+import segsvc
+from tests.conftest import ROOT
+
+BENTOML = str(Path(sys.executable).parent / "bentoml")
+MAX_BYTES = 3_000_000
+MAX_PIXELS = 5_000_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, home: Path, **env: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = home / f"serve-{self.port}.log"
+        environment = {
+            **os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(ROOT),
+            "SEGSVC_MAX_BYTES": str(MAX_BYTES), "SEGSVC_MAX_PIXELS": str(MAX_PIXELS), "SEGSVC_WORKERS": "2", **env,
+        }  # fmt: skip
+        self.process = subprocess.Popen(
+            [BENTOML, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT, env=environment, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
+            try:
+                if requests.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:  # not listening yet, or busy starting
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise AssertionError("server not ready in 180 s:\n" + self.log.read_text()[-3000:])
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, 15)
+        self.process.wait(timeout=30)
+
+    def healthy(self) -> bool:
+        return requests.get(self.url + "/readyz", timeout=10).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    server = Server(tmp_path_factory.mktemp("bentoml_home"))
+    yield server
+    server.stop()
+
+
+def encode(image: Image.Image, fmt: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def post(server: Server, route: str, data: bytes, content_type: str = "image/png", **kwargs) -> requests.Response:
+    return requests.post(server.url + route, data=data, headers={"Content-Type": content_type, **kwargs.pop("headers", {})}, timeout=120, **kwargs)
+
+
+def test_camvid_masks_over_http_equal_the_library(server, camvid_mini):
+    model = segsvc.load_default_model()
+    for path in sorted((camvid_mini / "test").iterdir()):
+        response = requests.post(server.url + "/segment", files={"image": (path.name, path.read_bytes(), "image/png")}, timeout=120)
+        assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+        mask = Image.open(io.BytesIO(response.content))
+        assert mask.mode == "P" and mask.size == (480, 360)
+        assert mask.getpalette()[:6] == [128, 128, 128, 128, 0, 0]  # sky, building colours attached
+        np.testing.assert_array_equal(np.asarray(mask), segsvc.predict_mask(model, Image.open(path)))
+
+
+def test_raw_body_json_and_overlay(server, camvid_mini):
+    data = next((camvid_mini / "val").iterdir()).read_bytes()
+    report = post(server, "/segment_json", data).json()
+    assert (report["width"], report["height"]) == (480, 360) and report["classes"][3] == "road"
+    assert abs(sum(report["fractions"].values()) - 1) < 1e-6 and report["fractions"]["road"] > 0.1
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(report["mask_png_base64"]))))
+    np.testing.assert_array_equal(mask, np.asarray(Image.open(io.BytesIO(post(server, "/segment", data).content))))
+    shown = Image.open(io.BytesIO(post(server, "/overlay", data).content))
+    assert shown.mode == "RGB" and shown.size == (480, 360)
+
+
+def test_model_info_and_bentoml_endpoints(server):
+    info = requests.get(server.url + "/model", timeout=10).json()
+    assert info["classes"][0] == "sky" and len(info["palette"]) == 11 and info["model"].startswith("segsvc-camvid:")
+    assert info["input"]["max_bytes"] == MAX_BYTES
+    assert requests.get(server.url + "/livez", timeout=10).status_code == 200
+    metrics = requests.get(server.url + "/metrics", timeout=10)
+    assert metrics.status_code == 200 and "request" in metrics.text
+
+
+def bomb_png() -> bytes:
+    return encode(Image.new("1", (12_000, 12_000)), "PNG")  # 144 MP declared, ~20 KB on the wire
+
+
+@pytest.mark.parametrize(
+    "case,body,content_type,status,message",
+    [
+        ("not an image", b"hello, world", "image/png", 400, "not an image"),
+        ("empty body", b"", "image/png", 400, "empty"),
+        ("truncated png", None, "image/png", 400, "corrupt or truncated"),
+        ("over byte limit", b"\0" * (MAX_BYTES + 1), "image/png", 413, "over the limit"),
+        ("over pixel limit", None, "image/png", 413, "over the limit of 5000000"),
+        ("multipart without image field", None, None, 400, "no field named 'image'"),
+    ],
+)
+def test_bad_input_gets_clear_json_error_and_server_stays_healthy(server, camvid_mini, case, body, content_type, status, message):
+    if case == "truncated png":
+        body = next((camvid_mini / "test").iterdir()).read_bytes()[:5000]
+    if case == "over pixel limit":
+        body = bomb_png()
+    if case == "multipart without image field":
+        response = requests.post(server.url + "/segment", files={"picture": ("a.png", b"x")}, timeout=60)
+    else:
+        response = post(server, "/segment", body, content_type)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert message in response.json()["error"]
+    assert server.healthy()
+
+
+def test_every_format_and_mode(server, shared):
+    base = Image.open(shared / "images" / "bird.png").convert("RGB").resize((97, 61))
+    cases = [
+        ("JPEG", base, {}), ("PNG", base, {}), ("WEBP", base, {}), ("BMP", base, {}), ("TIFF", base, {}),
+        ("GIF", base.convert("P"), {}), ("PNG", base.convert("L"), {}), ("PNG", base.convert("LA"), {}),
+        ("PNG", base.convert("P"), {}), ("PNG", base.convert("RGBA"), {}), ("JPEG", base.convert("CMYK"), {}),
+        ("TIFF", base.convert("CMYK"), {}),
+        ("PNG", Image.fromarray((np.asarray(base.convert("L")).astype(np.uint16) * 257)).convert("I;16"), {}),
+    ]  # fmt: skip
+    for fmt, image, params in cases:
+        response = post(server, "/segment", encode(image, fmt, **params), f"image/{fmt.lower()}")
+        assert response.status_code == 200, (fmt, image.mode, response.text)
+        assert Image.open(io.BytesIO(response.content)).size == (97, 61), (fmt, image.mode)
+
+
+def test_animated_gif_uses_first_frame(server):
+    frames = [Image.new("RGB", (64, 40), colour) for colour in ("red", "blue")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    response = post(server, "/segment", buffer.getvalue(), "image/gif")
+    assert response.status_code == 200 and Image.open(io.BytesIO(response.content)).size == (64, 40)
+
+
+def test_exif_orientation_is_applied(server, shared):
+    image = Image.open(shared / "images" / "cat.png").convert("RGB").resize((120, 80))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise for display
+    response = post(server, "/segment", encode(image, "JPEG", exif=exif.tobytes()), "image/jpeg")
+    assert response.status_code == 200
+    assert Image.open(io.BytesIO(response.content)).size == (80, 120)  # as a viewer shows it
+
+
+def test_sixteen_concurrent_requests_all_succeed(server, camvid_mini):
+    paths = sorted((camvid_mini / "train").iterdir())
+    bodies = [paths[i % len(paths)].read_bytes() for i in range(16)]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda body: post(server, "/segment", body), bodies))
+    assert [r.status_code for r in responses] == [200] * 16
+    assert all(Image.open(io.BytesIO(r.content)).size == (480, 360) for r in responses)
+
+
+def test_service_does_not_import_lightning():
+    code = "import service.service, sys; assert not any(m.split('.')[0] in ('lightning', 'pytorch_lightning') for m in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENTOML_DO_NOT_TRACK": "true"}
+    env["BENTOML_HOME"] = env.get("BENTOML_HOME", str(ROOT / ".pytest_cache" / "bentoml_home"))
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def imported_onnx_server(tmp_path_factory):
+    """A second server: a model put in the store by `segsvc import`, the ONNX Runtime backend, an API key."""
+    home = tmp_path_factory.mktemp("bentoml_home_onnx")
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "training.cli", "import", "segsvc/assets/camvid_default", "--tag", "street"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    tag = result.stdout.strip().splitlines()[-1]
+    assert tag.startswith("street:")
+    server = Server(home, SEGSVC_MODEL_TAG="street:latest", SEGSVC_BACKEND="onnx", SEGSVC_API_KEY="s3cret")
+    yield server
+    server.stop()
+
+
+def test_api_key_and_onnx_backend(imported_onnx_server, camvid_mini):
+    server = imported_onnx_server
+    path = sorted((camvid_mini / "test").iterdir())[0]
+    assert post(server, "/segment", path.read_bytes()).status_code == 401
+    assert post(server, "/segment", path.read_bytes(), headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert requests.get(server.url + "/model", timeout=10).status_code == 401
+    auth = {"Authorization": "Bearer s3cret"}
+    info = requests.get(server.url + "/model", headers=auth, timeout=10).json()
+    assert info["backend"] == "onnx" and info["model"].startswith("street:")
+    response = post(server, "/segment", path.read_bytes(), headers=auth)
+    assert response.status_code == 200
+    expected = segsvc.predict_mask(segsvc.load_default_model(), Image.open(path))
+    assert (np.asarray(Image.open(io.BytesIO(response.content))) == expected).mean() >= 0.999
+    assert server.healthy()
+
+
+def test_bentoml_build_contains_the_model(tmp_path):
+    """BentoML 1.4 records the model in the Bento by tag and packs its files into the exported archive."""
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([BENTOML, "build", "--output", "tag"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (bento,) = [p for p in (tmp_path / "bentos" / "segsvc").iterdir() if p.name != "latest"]
+    assert "tag: segsvc-camvid:" in (bento / "bento.yaml").read_text()
+    assert (bento / "src" / "segsvc" / "assets" / "camvid_default" / "model.safetensors").is_file()
+    archive = tmp_path / "segsvc.bento"
+    result = subprocess.run([BENTOML, "export", "segsvc:latest", str(archive)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert any(n.startswith("./models/segsvc-camvid/") and n.endswith("/model.safetensors") for n in names), names
