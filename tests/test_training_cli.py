@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -154,3 +155,11 @@ def test_gpu_code_paths_run_on_cpu(tmp_path, extra, camvid_mini):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert any(r.get("val/miou") for r in metrics(tmp_path / "run"))
+
+
+def test_export_onnx_from_checkpoint(trained, tmp_path):
+    result = run_cli("export", str(trained / "checkpoints" / "last.ckpt"), "-o", str(tmp_path / "m.onnx"), "--format", "onnx")
+    assert result.returncode == 0, result.stderr[-2000:]
+    from segsvc.onnx_backend import OnnxBackend
+
+    assert OnnxBackend(tmp_path / "m.onnx").run_batch(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 11, 64, 64)

@@ -1,0 +1,221 @@
+"""Speed of segsvc against its peers, measured in one process with interleaved runs (medians, not one timing).
+
+    python benchmarks/bench.py                       # models: latency batch 1, images/s batch 8
+    python benchmarks/bench.py --http --requests 200  # also the BentoML service over loopback HTTP
+
+Timings on shared machines are noisy: read the ratio column (against smp Linknet("mobilenet_v2"), measured
+in the same rounds), not the absolute milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import segsvc  # noqa: E402
+from segsvc.onnx_backend import OnnxBackend  # noqa: E402
+
+HEIGHT, WIDTH = 384, 480
+
+
+def peers(num_classes: int) -> dict[str, torch.nn.Module]:
+    import segmentation_models_pytorch as smp
+    import torchvision
+
+    return {
+        "smp Linknet(mobilenet_v2)": smp.Linknet("mobilenet_v2", encoder_weights=None, classes=num_classes),
+        "smp Unet(mobilenet_v2)": smp.Unet("mobilenet_v2", encoder_weights=None, classes=num_classes),
+        "tv lraspp_mobilenet_v3_large": LrasppLogits(
+            torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes)
+        ),
+    }
+
+
+class LrasppLogits(torch.nn.Module):
+    """torchvision's segmentation models return a dict; keep only the logits."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)["out"]
+
+
+def count(model: torch.nn.Module) -> tuple[float, float]:
+    """(parameters in millions, multiply-adds in G at 384x480)."""
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(torch.zeros(1, 3, HEIGHT, WIDTH))
+    return params, counter.get_total_flops() / 2e9
+
+
+def torch_runner(model: torch.nn.Module, channels_last: bool):
+    model = model.eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    def run(batch: np.ndarray) -> None:
+        x = torch.from_numpy(batch)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            model(x)
+
+    return run
+
+
+def interleaved(runners: dict, batch: np.ndarray, rounds: int) -> dict[str, list[float]]:
+    for run in runners.values():  # warm-up
+        run(batch)
+        run(batch)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(batch)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def bench_models(rounds: int, batch_rounds: int) -> None:
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    ours = segsvc.load_default_model()
+    models = {"segsvc (ours)": ours, **peers(ours.num_classes)}
+    runners, info = {}, {}
+    for name, model in models.items():
+        info[name] = count(model)
+        for channels_last in (False, True):
+            runners[f"{name} | eager {'channels_last' if channels_last else 'NCHW'}"] = torch_runner(model, channels_last)
+    runners["segsvc (ours) | onnxruntime"] = OnnxBackend.from_model(ours, threads=torch.get_num_threads()).run_batch
+    single = np.random.default_rng(0).standard_normal((1, 3, HEIGHT, WIDTH)).astype(np.float32)
+    latency = interleaved(runners, single, rounds)
+    batch8 = np.repeat(single, 8, axis=0)
+    throughput = interleaved(runners, batch8, batch_rounds)
+    reference = min(statistics.median(v) for k, v in latency.items() if k.startswith("smp Linknet"))
+    print(f"input 1x3x{HEIGHT}x{WIDTH}, {torch.get_num_threads()} threads, {rounds} interleaved rounds (batch 8: {batch_rounds})")
+    print(f"| model | backend | params (M) | GMACs | p50 ms | p95 ms | images/s (batch 8) | p50 / Linknet best |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, times in latency.items():
+        model_name, backend = name.split(" | ")
+        params, gmacs = info[model_name]
+        p50 = statistics.median(times)
+        images_per_s = 8 / statistics.median(throughput[name])
+        print(
+            f"| {model_name} | {backend} | {params:.2f} | {gmacs:.2f} | {p50 * 1e3:.1f} | "
+            f"{percentile(times, 95) * 1e3:.1f} | {images_per_s:.1f} | {p50 / reference:.2f} |"
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_http(requests_total: int, max_seconds: float, backend: str) -> None:
+    import requests
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(ROOT), "SEGSVC_BACKEND": backend}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "bentoml"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                if requests.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        images = sorted((Path(os.environ.get("SEGSVC_SHARED", ROOT.parent / "shared")) / "datasets/camvid_mini/test").iterdir())
+        bodies = [p.read_bytes() for p in images]
+        arrays = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in bodies]
+
+        def one(i: int) -> float:
+            start = time.perf_counter()
+            r = requests.post(url + "/segment", data=bodies[i % len(bodies)], headers={"Content-Type": "image/png"}, timeout=60)
+            r.raise_for_status()
+            return time.perf_counter() - start
+
+        # In-process reference: the same backend and threads as the whole server (2 workers x 1 thread = 2 cores).
+        torch.set_num_threads(2)
+        model = segsvc.load_default_model()
+        runner = model if backend == "torch" else OnnxBackend.from_model(model, threads=2)
+        for a in arrays:
+            segsvc.predict_mask(runner, a)
+        start = time.perf_counter()
+        n = 0
+        while n < 40 and time.perf_counter() - start < max_seconds:
+            segsvc.predict_mask(runner, arrays[n % len(arrays)])
+            n += 1
+        in_process = n / (time.perf_counter() - start)
+        print(f"\nHTTP /segment, backend {backend}, CamVid 480x360 PNGs; in-process {in_process:.1f} images/s")
+        print("| concurrency | requests | p50 ms | p95 ms | p99 ms | requests/s | / in-process |")
+        print("|---|---|---|---|---|---|---|")
+        for concurrency in (1, 8):
+            for i in range(concurrency):
+                one(i)
+            latencies: list[float] = []
+            start = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+                futures = []
+                for i in range(requests_total):
+                    futures.append(pool.submit(one, i))
+                for future in futures:
+                    if time.perf_counter() - start > max_seconds:
+                        future.cancel()
+                        continue
+                    latencies.append(future.result())
+            elapsed = time.perf_counter() - start
+            rate = len(latencies) / elapsed
+            print(
+                f"| {concurrency} | {len(latencies)} | {percentile(latencies, 50) * 1e3:.0f} | {percentile(latencies, 95) * 1e3:.0f} "
+                f"| {percentile(latencies, 99) * 1e3:.0f} | {rate:.1f} | {rate / in_process:.2f} |"
+            )
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=21, help="interleaved batch-1 rounds")
+    parser.add_argument("--batch-rounds", type=int, default=5, help="interleaved batch-8 rounds")
+    parser.add_argument("--http", action="store_true", help="also load-test a bentoml serve on loopback")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    parser.add_argument("--requests", type=int, default=100, help="HTTP requests per concurrency level")
+    parser.add_argument("--max-seconds", type=float, default=120, help="time bound per HTTP level")
+    parser.add_argument("--skip-models", action="store_true")
+    args = parser.parse_args()
+    if not args.skip_models:
+        bench_models(args.rounds, args.batch_rounds)
+    if args.http:
+        bench_http(args.requests, args.max_seconds, args.backend)
+
+
+if __name__ == "__main__":
+    main()
