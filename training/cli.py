@@ -46,6 +46,8 @@ def run_lightning(args: list[str] | None) -> None:
 
 
 def export(args: argparse.Namespace) -> None:
+    import torch
+
     from segsvc.serialization import save_model
     from training.module import SegmentationModule
 
@@ -53,15 +55,16 @@ def export(args: argparse.Namespace) -> None:
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     module = SegmentationModule.load_from_checkpoint(checkpoint, map_location="cpu", encoder_weights=None, compile=False)
+    if module.hparams.architecture != "segsvc":
+        raise ValueError(f"{checkpoint} holds a {module.hparams.architecture} model; only segsvc models export")
     model = module.model.eval().float()
-    metadata = {"checkpoint": checkpoint.name, "epoch": module.current_epoch if module._trainer else None}
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)  # our own Lightning checkpoint
+    metadata = {"checkpoint": checkpoint.name, "epoch": saved.get("epoch"), "global_step": saved.get("global_step")}
     if args.format == "onnx":
         from segsvc.onnx_backend import export_onnx
 
         out = export_onnx(model, Path(args.output))
     else:
-        import torch
-
         dtype = torch.float16 if args.fp16 else torch.float32
         out = save_model(model, args.output, dtype=dtype, metadata={k: v for k, v in metadata.items() if v is not None})
     print(f"wrote {out}")
