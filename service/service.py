@@ -49,8 +49,12 @@ def handler(render):
     return endpoint
 
 
+def mask_png(service: Segmenter, mask: np.ndarray) -> bytes:
+    return png_bytes(palettized(mask, service.model.palette))
+
+
 def render_mask(service: Segmenter, image: np.ndarray, mask: np.ndarray) -> Response:
-    return Response(png_bytes(palettized(mask, service.model.palette)), media_type="image/png")
+    return Response(mask_png(service, mask), media_type="image/png")
 
 
 def render_json(service: Segmenter, image: np.ndarray, mask: np.ndarray) -> Response:
@@ -61,7 +65,7 @@ def render_json(service: Segmenter, image: np.ndarray, mask: np.ndarray) -> Resp
             "height": int(mask.shape[0]),
             "classes": service.model.class_names,
             "fractions": {name: float(c) / mask.size for name, c in zip(service.model.class_names, counts)},
-            "mask_png_base64": base64.b64encode(png_bytes(palettized(mask, service.model.palette))).decode(),
+            "mask_png_base64": base64.b64encode(mask_png(service, mask)).decode(),
         }
     )
 

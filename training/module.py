@@ -87,13 +87,13 @@ class SegmentationModule(pl.LightningModule):
         if confusion is None:
             return
         confusion = self.trainer.strategy.reduce(confusion, reduce_op="sum")  # sum over DDP ranks
-        iou = iou_per_class(confusion.cpu())
+        confusion = confusion.cpu()
+        iou = iou_per_class(confusion)
         self.log(f"{stage}/miou", float(iou.nanmean()), prog_bar=True)
-        self.log(f"{stage}/pixel_acc", pixel_accuracy(confusion.cpu()))
+        self.log(f"{stage}/pixel_acc", pixel_accuracy(confusion))
         for name, value in zip(self.model.class_names, iou.tolist()):
             if not math.isnan(value):
                 self.log(f"{stage}/iou_{name}", value)
-        self.last_confusion = {**getattr(self, "last_confusion", {}), stage: confusion.cpu()}
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")
