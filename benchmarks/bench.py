@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import copy
+import http.client
 import io
+import multiprocessing
 import os
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,7 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import segsvc  # noqa: E402
+from segsvc.fusion import fuse_batchnorm  # noqa: E402
 from segsvc.onnx_backend import OnnxBackend  # noqa: E402
+from segsvc.serialization import DEFAULT_MODEL_DIR  # noqa: E402
 
 HEIGHT, WIDTH = 384, 480
 
@@ -67,9 +73,8 @@ def count(model: torch.nn.Module) -> tuple[float, float]:
 
 
 def torch_runner(model: torch.nn.Module, channels_last: bool):
-    model = model.eval()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    # A copy each: Module.to(memory_format=...) changes the parameters in place.
+    model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
     def run(batch: np.ndarray) -> None:
         x = torch.from_numpy(batch)
@@ -82,12 +87,12 @@ def torch_runner(model: torch.nn.Module, channels_last: bool):
 
 
 def interleaved(runners: dict, batch: np.ndarray, rounds: int) -> dict[str, list[float]]:
-    for run in runners.values():  # warm-up
-        run(batch)
-        run(batch)
+    """Each round runs every model in turn; a model's timed call follows an untimed one, so that it runs
+    with its weights in cache as a server would, not after another model has evicted them."""
     times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
+            run(batch)
             start = time.perf_counter()
             run(batch)
             times[name].append(time.perf_counter() - start)
@@ -100,21 +105,26 @@ def percentile(values: list[float], q: float) -> float:
 
 def bench_models(rounds: int, batch_rounds: int) -> None:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    ours = segsvc.load_default_model()
+    ours = segsvc.load_model(DEFAULT_MODEL_DIR, fuse=False)
     models = {"segsvc (ours)": ours, **peers(ours.num_classes)}
     runners, info = {}, {}
     for name, model in models.items():
         info[name] = count(model)
-        for channels_last in (False, True):
-            runners[f"{name} | eager {'channels_last' if channels_last else 'NCHW'}"] = torch_runner(model, channels_last)
+        # Every model gets the same inference treatment (BatchNorm folded into the convolution before it);
+        # the last row of each shows the model as built, BatchNorm layers kept.
+        folded = fuse_batchnorm(copy.deepcopy(model))
+        runners[f"{name} | eager NCHW"] = torch_runner(folded, channels_last=False)
+        runners[f"{name} | eager channels_last"] = torch_runner(folded, channels_last=True)
+        runners[f"{name} | eager channels_last, BN not folded"] = torch_runner(model, channels_last=True)
     runners["segsvc (ours) | onnxruntime"] = OnnxBackend.from_model(ours, threads=torch.get_num_threads()).run_batch
     single = np.random.default_rng(0).standard_normal((1, 3, HEIGHT, WIDTH)).astype(np.float32)
     latency = interleaved(runners, single, rounds)
     batch8 = np.repeat(single, 8, axis=0)
     throughput = interleaved(runners, batch8, batch_rounds)
-    reference = min(statistics.median(v) for k, v in latency.items() if k.startswith("smp Linknet"))
+    reference = min(statistics.median(latency[f"smp Linknet(mobilenet_v2) | eager {layout}"]) for layout in ("NCHW", "channels_last"))
     print(f"input 1x3x{HEIGHT}x{WIDTH}, {torch.get_num_threads()} threads, {rounds} interleaved rounds (batch 8: {batch_rounds})")
-    print(f"| model | backend | params (M) | GMACs | p50 ms | p95 ms | images/s (batch 8) | p50 / Linknet best |")
+    print("eager rows fold BatchNorm into the convolutions unless they say otherwise; ratio: against Linknet's faster folded row")
+    print("| model | backend | params (M) | GMACs | p50 ms | p95 ms | images/s (batch 8) | p50 / Linknet best |")
     print("|---|---|---|---|---|---|---|---|")
     for name, times in latency.items():
         model_name, backend = name.split(" | ")
@@ -125,6 +135,12 @@ def bench_models(rounds: int, batch_rounds: int) -> None:
             f"| {model_name} | {backend} | {params:.2f} | {gmacs:.2f} | {p50 * 1e3:.1f} | "
             f"{percentile(times, 95) * 1e3:.1f} | {images_per_s:.1f} | {p50 / reference:.2f} |"
         )
+    ort_p50 = statistics.median(latency["segsvc (ours) | onnxruntime"])
+    ort_rate = 8 / statistics.median(throughput["segsvc (ours) | onnxruntime"])
+    print("\nonnxruntime speed-up over eager (ours): latency ratio at batch 1, images/s ratio at batch 8")
+    for name in (k for k in latency if k.startswith("segsvc (ours) | eager")):
+        eager_rate = 8 / statistics.median(throughput[name])
+        print(f"- vs {name}: {statistics.median(latency[name]) / ort_p50:.2f}x at batch 1, {ort_rate / eager_rate:.2f}x at batch 8")
 
 
 def free_port() -> int:
@@ -133,64 +149,96 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def in_process_worker(backend: str, threads: int, arrays: list[np.ndarray], seconds: float, barrier) -> float:
+    """images/s of `predict_mask` in one process, started together with its siblings by `barrier`."""
+    torch.set_num_threads(threads)
+    model = segsvc.load_default_model()
+    runner = model if backend == "torch" else OnnxBackend.from_model(model, threads=threads)
+    for a in arrays:
+        segsvc.predict_mask(runner, a)
+    barrier.wait()
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        segsvc.predict_mask(runner, arrays[n % len(arrays)])
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+def in_process_rate(backend: str, workers: int, threads: int, arrays: list[np.ndarray], seconds: float) -> float:
+    """The server's parallelism without HTTP: `workers` processes x `threads` threads, rates summed."""
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Manager().Barrier(workers)
+    with context.Pool(workers) as pool:
+        rates = pool.starmap(in_process_worker, [(backend, threads, arrays, seconds, barrier)] * workers)
+    return sum(rates)
+
+
+def server_parallelism() -> tuple[int, int]:
+    """(workers, threads per worker) as service/service.py reads them."""
+    workers = os.environ.get("SEGSVC_WORKERS", "cpu_count")
+    return (int(workers) if workers.isdigit() else os.cpu_count() or 1), int(os.environ.get("SEGSVC_THREADS", "1"))
+
+
 def bench_http(requests_total: int, max_seconds: float, backend: str) -> None:
     import requests
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(ROOT), "SEGSVC_BACKEND": backend}
+    images = sorted((Path(os.environ.get("SEGSVC_SHARED", ROOT.parent / "shared")) / "datasets/camvid_mini/test").iterdir())
+    bodies = [p.read_bytes() for p in images]
+    arrays = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in bodies]
+    workers, threads = server_parallelism()
+    # Measured before the server starts, so that nothing else is on the cores.
+    in_process = in_process_rate(backend, workers, threads, arrays, seconds=min(20.0, max_seconds))
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "bentoml"), "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
+    local = threading.local()
+
+    def one(i: int) -> float:
+        # http.client, one keep-alive connection per client thread: the load generator shares the server's
+        # cores, so it should spend as little CPU per request as it can.
+        if not hasattr(local, "connection"):
+            local.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        start = time.perf_counter()
+        local.connection.request("POST", "/segment", body=bodies[i % len(bodies)], headers={"Content-Type": "image/png"})
+        response = local.connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"POST /segment answered {response.status}")
+        return time.perf_counter() - start
+
     try:
         deadline = time.time() + 180
-        while time.time() < deadline:
+        while True:
+            if server.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"bentoml serve did not become ready (exit code {server.poll()}); run `make serve` to see why")
             try:
                 if requests.get(url + "/readyz", timeout=2).status_code == 200:
                     break
             except requests.RequestException:
-                time.sleep(0.5)
-        images = sorted((Path(os.environ.get("SEGSVC_SHARED", ROOT.parent / "shared")) / "datasets/camvid_mini/test").iterdir())
-        bodies = [p.read_bytes() for p in images]
-        arrays = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in bodies]
-
-        def one(i: int) -> float:
-            start = time.perf_counter()
-            r = requests.post(url + "/segment", data=bodies[i % len(bodies)], headers={"Content-Type": "image/png"}, timeout=60)
-            r.raise_for_status()
-            return time.perf_counter() - start
-
-        # In-process reference: the same backend and threads as the whole server (2 workers x 1 thread = 2 cores).
-        torch.set_num_threads(2)
-        model = segsvc.load_default_model()
-        runner = model if backend == "torch" else OnnxBackend.from_model(model, threads=2)
-        for a in arrays:
-            segsvc.predict_mask(runner, a)
-        start = time.perf_counter()
-        n = 0
-        while n < 40 and time.perf_counter() - start < max_seconds:
-            segsvc.predict_mask(runner, arrays[n % len(arrays)])
-            n += 1
-        in_process = n / (time.perf_counter() - start)
-        print(f"\nHTTP /segment, backend {backend}, CamVid 480x360 PNGs; in-process {in_process:.1f} images/s")
+                pass
+            time.sleep(0.5)
+        print(
+            f"\nHTTP /segment, backend {backend}, {workers} workers x {threads} thread(s), CamVid 480x360 PNGs; "
+            f"in-process predict_mask with the same {workers} processes x {threads} thread(s): {in_process:.1f} images/s"
+        )
         print("| concurrency | requests | p50 ms | p95 ms | p99 ms | requests/s | / in-process |")
         print("|---|---|---|---|---|---|---|")
         for concurrency in (1, 8):
-            for i in range(concurrency):
-                one(i)
             latencies: list[float] = []
-            start = time.perf_counter()
             with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-                futures = []
-                for i in range(requests_total):
-                    futures.append(pool.submit(one, i))
+                list(pool.map(one, range(2 * concurrency)))  # warm-up: connections open, workers busy once
+                start = time.perf_counter()
+                futures = [pool.submit(one, i) for i in range(requests_total)]
                 for future in futures:
                     if time.perf_counter() - start > max_seconds:
                         future.cancel()
                         continue
                     latencies.append(future.result())
-            elapsed = time.perf_counter() - start
+                elapsed = time.perf_counter() - start
             rate = len(latencies) / elapsed
             print(
                 f"| {concurrency} | {len(latencies)} | {percentile(latencies, 50) * 1e3:.0f} | {percentile(latencies, 95) * 1e3:.0f} "
@@ -206,7 +254,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=21, help="interleaved batch-1 rounds")
     parser.add_argument("--batch-rounds", type=int, default=5, help="interleaved batch-8 rounds")
     parser.add_argument("--http", action="store_true", help="also load-test a bentoml serve on loopback")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="onnx", help="the service's SEGSVC_BACKEND")
     parser.add_argument("--requests", type=int, default=100, help="HTTP requests per concurrency level")
     parser.add_argument("--max-seconds", type=float, default=120, help="time bound per HTTP level")
     parser.add_argument("--skip-models", action="store_true")

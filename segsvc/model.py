@@ -1,4 +1,4 @@
-"""The segmentation network: MobileNetV2 encoder, transposed-convolution decoder, 1x1 head."""
+"""The segmentation network: MobileNetV2 encoder, transposed-convolution decoder and head."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ class SegmentationModel(nn.Module):
         self.num_classes = num_classes
         self.encoder = MobileNetV2Encoder()
         self.decoder = TransposedConvDecoder(self.encoder.out_channels, tuple(decoder_channels))
-        self.head = nn.Conv2d(self.decoder.out_channels, num_classes, kernel_size=1)
+        # Logits straight from the H/2 features: (H/2 - 1) * 2 - 0 + 2 + 0 = H, each 2x2 output patch a
+        # linear map of one feature vector.
+        self.head = nn.ConvTranspose2d(self.decoder.out_channels, num_classes, kernel_size=2, stride=2)
         self.output_stride = self.encoder.reductions[-1]
         # Carried by save_model/load_model so that a saved model is all a service needs.
         self.class_names: list[str] = [str(i) for i in range(num_classes)]
@@ -50,7 +52,7 @@ class SegmentationModel(nn.Module):
 
     @property
     def decoder_channels(self) -> tuple[int, ...]:
-        return tuple(stage.up[0].out_channels for stage in self.decoder.stages) + (self.decoder.out_channels,)
+        return tuple(stage.up[0].out_channels for stage in self.decoder.stages)
 
 
 def build_model(num_classes: int, encoder_weights: str | Path | None = None) -> SegmentationModel:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from pathlib import Path
 
@@ -16,9 +17,9 @@ def export_onnx(model: nn.Module, path: str | Path) -> Path:
     """Write `model` as ONNX; a folder path gets `model.onnx` inside. Input 'images' (N, 3, H, W), H, W % 32 == 0."""
     path = Path(path)
     if path.suffix != ".onnx":
-        path.mkdir(parents=True, exist_ok=True)
         path = path / "model.onnx"
-    model = model.eval().float().to(memory_format=torch.contiguous_format)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = copy.deepcopy(model).eval().float().to(memory_format=torch.contiguous_format)  # the caller's stays as it is
     example = torch.zeros(1, 3, 64, 64)
     torch.onnx.export(
         model,
@@ -41,6 +42,9 @@ class OnnxBackend:
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle pool threads sleep instead of spinning: spinning steals the cores that the service's other
+        # workers (and anything else on a small machine) need, and measured no faster here.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

@@ -11,11 +11,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from segsvc.fusion import fuse_batchnorm
 from segsvc.model import ARCHITECTURE, SegmentationModel
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the head is a transposed convolution (1: a 1x1 convolution after a last upsampling)
 
 
 def save_model(
@@ -59,11 +60,20 @@ def read_config(path: str | Path) -> dict:
     config = json.loads(config_path.read_text())
     if config.get("architecture") != ARCHITECTURE:
         raise ValueError(f"{config_path}: unknown architecture {config.get('architecture')!r}")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{config_path}: format_version {config.get('format_version')!r}, this segsvc reads {FORMAT_VERSION}; "
+            "export the model again with this version"
+        )
     return config
 
 
-def load_model(path: str | Path) -> SegmentationModel:
-    """Load a model saved by `save_model`: eval mode, float32, channels_last, on the CPU."""
+def load_model(path: str | Path, fuse: bool = True) -> SegmentationModel:
+    """Load a model saved by `save_model`, ready for inference: eval mode, float32, channels_last, CPU.
+
+    `fuse` folds each BatchNorm into its convolution (`segsvc.fusion`), which about halves eager CPU
+    latency; pass fuse=False for the layers exactly as trained (to fine-tune or save again).
+    """
     path = Path(path)
     config = read_config(path)
     model = SegmentationModel(config["num_classes"], tuple(config["decoder_channels"]))
@@ -74,6 +84,8 @@ def load_model(path: str | Path) -> SegmentationModel:
     model.palette = [tuple(c) for c in config["palette"]]
     model.ignore_index = config.get("ignore_index")
     model.metadata = config.get("metadata", {})
+    if fuse:
+        fuse_batchnorm(model)
     return model.eval().to(memory_format=torch.channels_last)
 
 

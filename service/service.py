@@ -103,7 +103,9 @@ class Segmenter:
         torch.set_num_threads(THREADS_PER_WORKER)
         self.ready = False
         self.model = segsvc.load_model(self.model_ref.path)
-        self.backend = os.environ.get("SEGSVC_BACKEND", "torch")
+        # ONNX Runtime by default: at one thread a worker it runs this model about 1.8x faster than eager
+        # PyTorch, and the service 1.5x the requests/s (README, Speed).
+        self.backend = os.environ.get("SEGSVC_BACKEND", "onnx")
         self.runner = self.model
         if self.backend == "onnx":
             from segsvc.onnx_backend import OnnxBackend

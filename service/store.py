@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -19,11 +20,19 @@ def model_tag() -> str:
     return os.environ.get(MODEL_TAG_ENV, f"{DEFAULT_MODEL_NAME}:latest")
 
 
+def model_digest(model_dir: str | Path) -> str:
+    """A short sha256 of a model folder's config and weights: which model this is, whatever its tag."""
+    digest = hashlib.sha256()
+    for file in (CONFIG_FILE, WEIGHTS_FILE):
+        digest.update((Path(model_dir) / file).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def import_model(model_dir: str | Path, name: str | None = None) -> str:
     """Copy a `segsvc.save_model` folder into the model store; returns the new tag."""
     model_dir = Path(model_dir)
     config = read_config(model_dir)  # fails clearly on anything that is not a segsvc model
-    labels = {"architecture": config["architecture"], "classes": str(config["num_classes"])}
+    labels = {"architecture": config["architecture"], "classes": str(config["num_classes"]), "digest": model_digest(model_dir)}
     with bentoml.models.create(name or "segsvc-model", labels=labels, metadata={"class_names": config["class_names"]}) as model:
         for file in (CONFIG_FILE, WEIGHTS_FILE):
             shutil.copyfile(model_dir / file, Path(model.path) / file)
@@ -31,10 +40,16 @@ def import_model(model_dir: str | Path, name: str | None = None) -> str:
 
 
 def ensure_default_model() -> None:
-    """With an empty store, the default tag resolves to the model that ships with the package."""
+    """Make the default tag resolve to the model that ships with this package.
+
+    The store outlives upgrades: when its latest default is another model (an older release's, which this
+    version may not even read), the shipped one is imported as a new version and becomes latest.
+    """
     if os.environ.get(MODEL_TAG_ENV):
         return
     try:
-        bentoml.models.get(DEFAULT_MODEL_NAME)
+        stored = bentoml.models.get(DEFAULT_MODEL_NAME).info.labels.get("digest")
     except bentoml.exceptions.NotFound:
+        stored = None
+    if stored != model_digest(DEFAULT_MODEL_DIR):
         import_model(DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME)

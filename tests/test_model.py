@@ -56,9 +56,15 @@ def test_every_parameter_gets_a_gradient():
     assert missing == []
 
 
-def test_decoder_uses_transposed_convolutions(model):
-    ups = [m for m in model.decoder.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
-    assert len(ups) == 5 and all(m.stride == (2, 2) and m.kernel_size == (2, 2) for m in ups)
+def test_decoder_and_head_use_transposed_convolutions(model):
+    ups = [m for m in model.decoder.modules() if isinstance(m, torch.nn.ConvTranspose2d)] + [model.head]
+    assert len(ups) == 5 and all(isinstance(m, torch.nn.ConvTranspose2d) for m in ups)
+    assert all(m.stride == (2, 2) and m.kernel_size == (2, 2) for m in ups)
+    x = torch.zeros(1, 3, 96, 128)
+    with torch.no_grad():
+        features = model.decoder(model.encoder(x))
+    assert tuple(features.shape) == (1, 16, 48, 64)  # the decoder stops at H/2; the head doubles it
+    assert tuple(model.head(features).shape) == (1, 11, 96, 128)
 
 
 def _load_rgb(path) -> np.ndarray:
@@ -123,7 +129,7 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, model):
     names = [f"class{i}" for i in range(11)]
     path = segsvc.save_model(model, tmp_path / "m", class_names=names)
     assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
-    loaded = segsvc.load_model(path)
+    loaded = segsvc.load_model(path, fuse=False)
     for (k1, v1), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert k1 == k2 and torch.equal(v1, v2), k1
     assert loaded.class_names == names and len(loaded.palette) == 11
@@ -131,6 +137,16 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, model):
     reference = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)  # load_model's layout
     with torch.no_grad():
         assert torch.equal(reference(x), loaded(x))
+
+
+def test_load_model_refuses_another_format_version(tmp_path, model):
+    import json
+
+    path = segsvc.save_model(model, tmp_path / "m")
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "format_version": 1}))
+    with pytest.raises(ValueError, match="format_version 1, this segsvc reads 2; export the model again"):
+        segsvc.load_model(path)
 
 
 def test_load_model_rejects_non_model_folder(tmp_path):

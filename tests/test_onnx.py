@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+import torch
 from PIL import Image
 
 import segsvc
@@ -39,3 +40,10 @@ def test_ort_handles_other_sizes_and_batches(exported):
     assert backend.run_batch(np.zeros((3, 3, 96, 160), np.float32)).shape == (3, 11, 96, 160)
     mask = segsvc.predict_mask(backend, np.zeros((33, 65, 3), np.uint8))
     assert mask.shape == (33, 65)
+
+
+def test_export_leaves_the_callers_model_as_it_was(exported, tmp_path):
+    model, _ = exported
+    export_onnx(model, tmp_path / "again.onnx")  # a file path whose folder export creates
+    assert (tmp_path / "again.onnx").is_file()
+    assert model.encoder.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)  # load_model's layout, kept

@@ -18,6 +18,7 @@ import requests
 from PIL import Image
 
 import segsvc
+from segsvc.onnx_backend import OnnxBackend
 from tests.conftest import ROOT
 
 BENTOML = str(Path(sys.executable).parent / "bentoml")
@@ -82,14 +83,17 @@ def post(server: Server, route: str, data: bytes, content_type: str = "image/png
 
 
 def test_camvid_masks_over_http_equal_the_library(server, camvid_mini):
+    """The default backend is ONNX Runtime, one thread a worker: the library's ORT backend gives the same masks."""
     model = segsvc.load_default_model()
+    backend = OnnxBackend.from_model(model, threads=1)
     for path in sorted((camvid_mini / "test").iterdir()):
         response = requests.post(server.url + "/segment", files={"image": (path.name, path.read_bytes(), "image/png")}, timeout=120)
         assert response.status_code == 200 and response.headers["content-type"] == "image/png"
         mask = Image.open(io.BytesIO(response.content))
         assert mask.mode == "P" and mask.size == (480, 360)
         assert mask.getpalette()[:6] == [128, 128, 128, 128, 0, 0]  # sky, building colours attached
-        np.testing.assert_array_equal(np.asarray(mask), segsvc.predict_mask(model, Image.open(path)))
+        np.testing.assert_array_equal(np.asarray(mask), segsvc.predict_mask(backend, Image.open(path)))
+        assert (np.asarray(mask) == segsvc.predict_mask(model, Image.open(path))).mean() >= 0.999  # and PyTorch's
 
 
 def test_raw_body_json_and_overlay(server, camvid_mini):
@@ -106,6 +110,7 @@ def test_raw_body_json_and_overlay(server, camvid_mini):
 def test_model_info_and_bentoml_endpoints(server):
     info = requests.get(server.url + "/model", timeout=10).json()
     assert info["classes"][0] == "sky" and len(info["palette"]) == 11 and info["model"].startswith("segsvc-camvid:")
+    assert info["backend"] == "onnx"
     assert info["input"]["max_bytes"] == MAX_BYTES
     assert requests.get(server.url + "/livez", timeout=10).status_code == 200
     metrics = requests.get(server.url + "/metrics", timeout=10)
@@ -191,9 +196,26 @@ def test_service_does_not_import_lightning():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+def test_a_stale_default_in_the_store_is_replaced_by_the_shipped_model(tmp_path):
+    """The store outlives upgrades: an older `segsvc-camvid:latest` must not shadow the shipped model."""
+    code = f"""
+import bentoml, segsvc
+from segsvc.serialization import DEFAULT_MODEL_DIR
+from service.store import DEFAULT_MODEL_NAME, ensure_default_model, import_model, model_digest
+import_model(segsvc.save_model(segsvc.build_model(11), {str(tmp_path / "old")!r}), DEFAULT_MODEL_NAME)
+ensure_default_model()
+ensure_default_model()  # already current: no third version
+assert bentoml.models.get(DEFAULT_MODEL_NAME).info.labels["digest"] == model_digest(DEFAULT_MODEL_DIR)
+assert len(bentoml.models.list(DEFAULT_MODEL_NAME)) == 2
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": str(tmp_path / "home")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 @pytest.fixture(scope="module")
-def imported_onnx_server(tmp_path_factory):
-    """A second server: a model put in the store by `segsvc import`, the ONNX Runtime backend, an API key."""
+def imported_torch_server(tmp_path_factory):
+    """A second server: a model put in the store by `segsvc import`, the PyTorch backend, an API key."""
     home = tmp_path_factory.mktemp("bentoml_home_onnx")
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
@@ -203,24 +225,24 @@ def imported_onnx_server(tmp_path_factory):
     assert result.returncode == 0, result.stderr[-2000:]
     tag = result.stdout.strip().splitlines()[-1]
     assert tag.startswith("street:")
-    server = Server(home, SEGSVC_MODEL_TAG="street:latest", SEGSVC_BACKEND="onnx", SEGSVC_API_KEY="s3cret")
+    server = Server(home, SEGSVC_MODEL_TAG="street:latest", SEGSVC_BACKEND="torch", SEGSVC_API_KEY="s3cret")
     yield server
     server.stop()
 
 
-def test_api_key_and_onnx_backend(imported_onnx_server, camvid_mini):
-    server = imported_onnx_server
+def test_api_key_and_torch_backend(imported_torch_server, camvid_mini):
+    server = imported_torch_server
     path = sorted((camvid_mini / "test").iterdir())[0]
     assert post(server, "/segment", path.read_bytes()).status_code == 401
     assert post(server, "/segment", path.read_bytes(), headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert requests.get(server.url + "/model", timeout=10).status_code == 401
     auth = {"Authorization": "Bearer s3cret"}
     info = requests.get(server.url + "/model", headers=auth, timeout=10).json()
-    assert info["backend"] == "onnx" and info["model"].startswith("street:")
+    assert info["backend"] == "torch" and info["model"].startswith("street:")
     response = post(server, "/segment", path.read_bytes(), headers=auth)
     assert response.status_code == 200
     expected = segsvc.predict_mask(segsvc.load_default_model(), Image.open(path))
-    assert (np.asarray(Image.open(io.BytesIO(response.content))) == expected).mean() >= 0.999
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(response.content))), expected)
     assert server.healthy()
 
 
