@@ -2,6 +2,8 @@
 
     python benchmarks/bench.py                       # models: latency batch 1, images/s batch 8
     python benchmarks/bench.py --http --requests 200  # also the BentoML service over loopback HTTP
+    python benchmarks/bench.py --skip-models --parts  # encoder against decoder + head, ours and Linknet's
+    BENCH_THREADS=1 python benchmarks/bench.py        # one thread, as each service worker runs
 
 Timings on shared machines are noisy: read the ratio column (against smp Linknet("mobilenet_v2"), measured
 in the same rounds), not the absolute milliseconds.
@@ -143,6 +145,30 @@ def bench_models(rounds: int, batch_rounds: int) -> None:
         print(f"- vs {name}: {statistics.median(latency[name]) / ort_p50:.2f}x at batch 1, {ort_rate / eager_rate:.2f}x at batch 8")
 
 
+def bench_parts(rounds: int) -> None:
+    """Where the time goes: the shared MobileNetV2 encoder, and the decoder + head on its features."""
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    import segmentation_models_pytorch as smp
+
+    ours = segsvc.load_default_model()
+    linknet = fuse_batchnorm(smp.Linknet("mobilenet_v2", encoder_weights=None, classes=ours.num_classes))
+    linknet = linknet.eval().to(memory_format=torch.channels_last)
+    x = torch.zeros(1, 3, HEIGHT, WIDTH).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        ours_skips, linknet_skips = ours.encoder(x), linknet.encoder(x)
+        parts = {
+            "segsvc (ours) | encoder": lambda _: ours.encoder(x),
+            "segsvc (ours) | decoder + head": lambda _: ours.head(ours.decoder(ours_skips)),
+            "smp Linknet(mobilenet_v2) | encoder": lambda _: linknet.encoder(x),
+            "smp Linknet(mobilenet_v2) | decoder + head": lambda _: linknet.segmentation_head(linknet.decoder(linknet_skips)),
+        }
+        times = interleaved(parts, x, rounds)
+    print(f"\nparts, batch 1, BatchNorm folded, channels_last, {torch.get_num_threads()} threads")
+    print("| model | part | p50 ms |\n|---|---|---|")
+    for name, values in times.items():
+        print(f"| {' | '.join(name.split(' | '))} | {statistics.median(values) * 1e3:.1f} |")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -258,9 +284,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100, help="HTTP requests per concurrency level")
     parser.add_argument("--max-seconds", type=float, default=120, help="time bound per HTTP level")
     parser.add_argument("--skip-models", action="store_true")
+    parser.add_argument("--parts", action="store_true", help="also time encoder and decoder + head apart")
     args = parser.parse_args()
     if not args.skip_models:
         bench_models(args.rounds, args.batch_rounds)
+    if args.parts:
+        bench_parts(args.rounds)
     if args.http:
         bench_http(args.requests, args.max_seconds, args.backend)
 
