@@ -43,7 +43,7 @@ def handler(render):
         except ImageError as exc:
             return error(exc.status, str(exc))
         service = bentoml.get_current_service()
-        mask = await anyio.to_thread.run_sync(service.predict, image)
+        mask = await anyio.to_thread.run_sync(service.predict, image, limiter=service.inference_slots())
         return render(service, image, mask)
 
     return endpoint
@@ -102,6 +102,7 @@ class Segmenter:
     def __init__(self) -> None:
         torch.set_num_threads(THREADS_PER_WORKER)
         self.ready = False
+        self.slots: anyio.CapacityLimiter | None = None
         self.model = segsvc.load_model(self.model_ref.path)
         # ONNX Runtime by default: at one thread a worker it runs this model about 1.8x faster than eager
         # PyTorch, and the service 1.5x the requests/s (README, Speed).
@@ -115,6 +116,13 @@ class Segmenter:
             raise ValueError(f"SEGSVC_BACKEND must be 'torch' or 'onnx', got {self.backend!r}")
         self.predict(np.zeros((360, 480, 3), np.uint8))  # warm-up: first-call allocations happen here
         self.ready = True
+
+    def inference_slots(self) -> anyio.CapacityLimiter:
+        """One inference at a time in this worker: concurrent requests queue for the model instead of
+        running side by side on the worker's one thread's worth of CPU, thrashing each other's caches."""
+        if self.slots is None:  # made on first use, inside the event loop
+            self.slots = anyio.CapacityLimiter(1)
+        return self.slots
 
     def __is_ready__(self) -> bool:
         return self.ready
