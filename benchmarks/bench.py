@@ -15,7 +15,6 @@ import argparse
 import concurrent.futures
 import copy
 import http.client
-import io
 import multiprocessing
 import os
 import socket
@@ -28,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,10 +34,17 @@ sys.path.insert(0, str(ROOT))
 
 import segsvc  # noqa: E402
 from segsvc.fusion import fuse_batchnorm  # noqa: E402
-from segsvc.onnx_backend import OnnxBackend  # noqa: E402
+from segsvc.images import decode_image  # noqa: E402
+from segsvc.onnx_backend import OnnxBackend, make_runner  # noqa: E402
 from segsvc.serialization import DEFAULT_MODEL_DIR  # noqa: E402
 
 HEIGHT, WIDTH = 384, 480
+
+
+def linknet(num_classes: int) -> torch.nn.Module:
+    import segmentation_models_pytorch as smp
+
+    return smp.Linknet("mobilenet_v2", encoder_weights=None, classes=num_classes)
 
 
 def peers(num_classes: int) -> dict[str, torch.nn.Module]:
@@ -47,7 +52,7 @@ def peers(num_classes: int) -> dict[str, torch.nn.Module]:
     import torchvision
 
     return {
-        "smp Linknet(mobilenet_v2)": smp.Linknet("mobilenet_v2", encoder_weights=None, classes=num_classes),
+        "smp Linknet(mobilenet_v2)": linknet(num_classes),
         "smp Unet(mobilenet_v2)": smp.Unet("mobilenet_v2", encoder_weights=None, classes=num_classes),
         "tv lraspp_mobilenet_v3_large": LrasppLogits(
             torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes)
@@ -106,7 +111,6 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def bench_models(rounds: int, batch_rounds: int) -> None:
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     ours = segsvc.load_model(DEFAULT_MODEL_DIR, fuse=False)
     models = {"segsvc (ours)": ours, **peers(ours.num_classes)}
     runners, info = {}, {}
@@ -147,20 +151,16 @@ def bench_models(rounds: int, batch_rounds: int) -> None:
 
 def bench_parts(rounds: int) -> None:
     """Where the time goes: the shared MobileNetV2 encoder, and the decoder + head on its features."""
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    import segmentation_models_pytorch as smp
-
     ours = segsvc.load_default_model()
-    linknet = fuse_batchnorm(smp.Linknet("mobilenet_v2", encoder_weights=None, classes=ours.num_classes))
-    linknet = linknet.eval().to(memory_format=torch.channels_last)
+    peer = fuse_batchnorm(linknet(ours.num_classes)).to(memory_format=torch.channels_last)
     x = torch.zeros(1, 3, HEIGHT, WIDTH).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        ours_skips, linknet_skips = ours.encoder(x), linknet.encoder(x)
+        ours_skips, peer_skips = ours.encoder(x), peer.encoder(x)
         parts = {
             "segsvc (ours) | encoder": lambda _: ours.encoder(x),
             "segsvc (ours) | decoder + head": lambda _: ours.head(ours.decoder(ours_skips)),
-            "smp Linknet(mobilenet_v2) | encoder": lambda _: linknet.encoder(x),
-            "smp Linknet(mobilenet_v2) | decoder + head": lambda _: linknet.segmentation_head(linknet.decoder(linknet_skips)),
+            "smp Linknet(mobilenet_v2) | encoder": lambda _: peer.encoder(x),
+            "smp Linknet(mobilenet_v2) | decoder + head": lambda _: peer.segmentation_head(peer.decoder(peer_skips)),
         }
         times = interleaved(parts, x, rounds)
     print(f"\nparts, batch 1, BatchNorm folded, channels_last, {torch.get_num_threads()} threads")
@@ -178,8 +178,7 @@ def free_port() -> int:
 def in_process_worker(backend: str, threads: int, arrays: list[np.ndarray], seconds: float, barrier) -> float:
     """images/s of `predict_mask` in one process, started together with its siblings by `barrier`."""
     torch.set_num_threads(threads)
-    model = segsvc.load_default_model()
-    runner = model if backend == "torch" else OnnxBackend.from_model(model, threads=threads)
+    runner = make_runner(segsvc.load_default_model(), backend, threads)
     for a in arrays:
         segsvc.predict_mask(runner, a)
     barrier.wait()
@@ -213,7 +212,7 @@ def bench_http(requests_total: int, max_seconds: float, backend: str) -> None:
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(ROOT), "SEGSVC_BACKEND": backend}
     images = sorted((Path(os.environ.get("SEGSVC_SHARED", ROOT.parent / "shared")) / "datasets/camvid_mini/test").iterdir())
     bodies = [p.read_bytes() for p in images]
-    arrays = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in bodies]
+    arrays = [decode_image(b) for b in bodies]  # as the server decodes them
     workers, threads = server_parallelism()
     # Measured before the server starts, so that nothing else is on the cores.
     in_process = in_process_rate(backend, workers, threads, arrays, seconds=min(20.0, max_seconds))
@@ -286,6 +285,7 @@ def main() -> None:
     parser.add_argument("--skip-models", action="store_true")
     parser.add_argument("--parts", action="store_true", help="also time encoder and decoder + head apart")
     args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     if not args.skip_models:
         bench_models(args.rounds, args.batch_rounds)
     if args.parts:

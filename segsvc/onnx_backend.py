@@ -57,3 +57,12 @@ class OnnxBackend:
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(["logits"], {"images": np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+def make_runner(model: nn.Module, backend: str, threads: int | None = None) -> nn.Module | OnnxBackend:
+    """What `predict_mask` should run: the PyTorch model itself ("torch") or ONNX Runtime over its export ("onnx")."""
+    if backend == "torch":
+        return model
+    if backend == "onnx":
+        return OnnxBackend.from_model(model, threads)
+    raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")

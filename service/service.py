@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 import segsvc
 from segsvc.images import ImageError
+from segsvc.onnx_backend import make_runner
 from segsvc.visualize import overlay, palettized
 from service.http import MAX_BYTES, MAX_PIXELS, check_auth, error, png_bytes, read_image
 from service.store import ensure_default_model, model_tag
@@ -43,7 +44,7 @@ def handler(render):
         except ImageError as exc:
             return error(exc.status, str(exc))
         service = bentoml.get_current_service()
-        mask = await anyio.to_thread.run_sync(service.predict, image, limiter=service.inference_slots())
+        mask = await anyio.to_thread.run_sync(service.predict, image, limiter=service.inference_slot)
         return render(service, image, mask)
 
     return endpoint
@@ -102,27 +103,19 @@ class Segmenter:
     def __init__(self) -> None:
         torch.set_num_threads(THREADS_PER_WORKER)
         self.ready = False
-        self.slots: anyio.CapacityLimiter | None = None
+        # One inference at a time in this worker: concurrent requests queue for the model instead of
+        # running side by side on the worker's one thread's worth of CPU, thrashing each other's caches.
+        self.inference_slot = anyio.CapacityLimiter(1)
         self.model = segsvc.load_model(self.model_ref.path)
         # ONNX Runtime by default: at one thread a worker it runs this model about 1.8x faster than eager
         # PyTorch, and the service 1.5x the requests/s (README, Speed).
         self.backend = os.environ.get("SEGSVC_BACKEND", "onnx")
-        self.runner = self.model
-        if self.backend == "onnx":
-            from segsvc.onnx_backend import OnnxBackend
-
-            self.runner = OnnxBackend.from_model(self.model, threads=THREADS_PER_WORKER)
-        elif self.backend != "torch":
-            raise ValueError(f"SEGSVC_BACKEND must be 'torch' or 'onnx', got {self.backend!r}")
+        try:
+            self.runner = make_runner(self.model, self.backend, THREADS_PER_WORKER)
+        except ValueError as exc:
+            raise ValueError(f"SEGSVC_BACKEND: {exc}") from exc
         self.predict(np.zeros((360, 480, 3), np.uint8))  # warm-up: first-call allocations happen here
         self.ready = True
-
-    def inference_slots(self) -> anyio.CapacityLimiter:
-        """One inference at a time in this worker: concurrent requests queue for the model instead of
-        running side by side on the worker's one thread's worth of CPU, thrashing each other's caches."""
-        if self.slots is None:  # made on first use, inside the event loop
-            self.slots = anyio.CapacityLimiter(1)
-        return self.slots
 
     def __is_ready__(self) -> bool:
         return self.ready

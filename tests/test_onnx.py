@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import segsvc
-from segsvc.onnx_backend import OnnxBackend, export_onnx
+from segsvc.onnx_backend import OnnxBackend, export_onnx, make_runner
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +47,11 @@ def test_export_leaves_the_callers_model_as_it_was(exported, tmp_path):
     export_onnx(model, tmp_path / "again.onnx")  # a file path whose folder export creates
     assert (tmp_path / "again.onnx").is_file()
     assert model.encoder.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)  # load_model's layout, kept
+
+
+def test_make_runner_picks_the_backend_and_names_an_unknown_one(exported):
+    model, _ = exported
+    assert make_runner(model, "torch") is model
+    assert isinstance(make_runner(model, "onnx", threads=1), OnnxBackend)
+    with pytest.raises(ValueError, match="backend must be 'torch' or 'onnx', got 'tensorrt'"):
+        make_runner(model, "tensorrt")
