@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from segsvc.model import SegmentationModel, build_model
-from segsvc.predict import predict_mask, preprocess
+from segsvc.predict import predict, predict_mask, preprocess
 from segsvc.serialization import load_default_model, load_model, save_model
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "build_model",
     "load_default_model",
     "load_model",
+    "predict",
     "predict_mask",
     "preprocess",
     "save_model",

@@ -70,9 +70,22 @@ def run_logits(model: nn.Module | Backend, batch: np.ndarray) -> np.ndarray:
     return model.run_batch(batch)
 
 
-def predict_mask(model: nn.Module | Backend, image: Image.Image | np.ndarray) -> np.ndarray:
-    """Class ids (H, W) uint8 for an RGB image of any size."""
+def predict(
+    model: nn.Module | Backend, image: Image.Image | np.ndarray, confidence: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class ids (H, W) uint8 for an RGB image of any size, and with `confidence` the per-pixel maximum
+    softmax probability (H, W) float32 in [0, 1] (else None)."""
     rgb = as_rgb(image)
     height, width = rgb.shape[:2]
-    logits = run_logits(model, preprocess(rgb))
-    return logits[0, :, :height, :width].argmax(axis=0).astype(np.uint8)
+    logits = run_logits(model, preprocess(rgb))[0, :, :height, :width]
+    mask = logits.argmax(axis=0).astype(np.uint8)
+    if not confidence:
+        return mask, None
+    # max softmax = 1 / sum_k exp(logit_k - max_k logit): no full softmax tensor needed
+    shifted = logits - logits.max(axis=0, keepdims=True)
+    return mask, (1.0 / np.exp(shifted).sum(axis=0)).astype(np.float32)
+
+
+def predict_mask(model: nn.Module | Backend, image: Image.Image | np.ndarray) -> np.ndarray:
+    """Class ids (H, W) uint8 for an RGB image of any size."""
+    return predict(model, image)[0]

@@ -21,6 +21,7 @@ from segsvc.data import (
     SegmentationFolder,
     TrainTransform,
     class_pixel_counts,
+    list_pairs,
 )
 
 SPLITS = ("train", "val", "test")
@@ -47,6 +48,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         num_workers: int = 2,
         cache: bool = True,
         limit_train_images: int | None = None,
+        train_splits: list[str] = ("train",),
     ):
         super().__init__()
         self.root = Path(root)
@@ -60,6 +62,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.cache = num_workers, cache
         self.limit_train_images = limit_train_images
+        self.train_splits = list(train_splits)  # ["train", "val"]: the final fit on train+val, as papers do
         self.datasets: dict[str, SegmentationFolder] = {}
 
     def split_dirs(self, split: str) -> tuple[Path, Path]:
@@ -75,6 +78,9 @@ class SegmentationDataModule(pl.LightningDataModule):
                 else EvalTransform(self.ignore_index)
             )
             dataset = SegmentationFolder(*self.split_dirs(split), self.num_classes, self.ignore_index, transform, self.cache)
+            if split == "train":
+                for extra in self.train_splits[1:]:
+                    dataset.pairs += list_pairs(*self.split_dirs(extra))
             if split == "train" and self.limit_train_images:
                 dataset.pairs = dataset.pairs[: self.limit_train_images]
             self.datasets[split] = dataset
@@ -129,11 +135,12 @@ class CamVidDataModule(SegmentationDataModule):
         num_workers: int = 2,
         cache: bool = True,
         limit_train_images: int | None = None,
+        train_splits: list[str] = ("train",),
     ):
         root = root or str(default_data_root() / "camvid")
         super().__init__(
             root, CAMVID_CLASSES, CAMVID_IGNORE_INDEX, CAMVID_PALETTE, crop_size, scale_range,
-            batch_size, eval_batch_size, num_workers, cache, limit_train_images,
+            batch_size, eval_batch_size, num_workers, cache, limit_train_images, train_splits,
         )  # fmt: skip
 
     def split_dirs(self, split: str) -> tuple[Path, Path]:
