@@ -1,4 +1,4 @@
-"""Datasets and augmentation: folders of images + same-named masks, CamVid in the SegNet layout.
+"""Datasets and augmentation: image files paired with masks in any format of `segsvc.masks`.
 
 Bad data fails loudly and names the file: unreadable images, size mismatches, labels out of range.
 """
@@ -15,6 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from segsvc.images import to_rgb_array
+from segsvc.masks import CocoImage, MaskError, MaskFormat, decode_mask
 from segsvc.predict import normalize, pad_to_multiple
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -59,25 +60,56 @@ def read_image(path: Path) -> np.ndarray:
         raise DataError(f"unreadable image {path}: {error}") from error
 
 
-def read_mask(path: Path, num_classes: int, ignore_index: int) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("L", "P", "I", "I;16"):
-                raise DataError(f"mask {path} has mode {image.mode}; expected single-channel class ids")
-            mask = np.asarray(image).astype(np.int64)
-    except (OSError, SyntaxError) as error:
-        raise DataError(f"unreadable mask {path}: {error}") from error
-    bad = (mask >= num_classes) & (mask != ignore_index) | (mask < 0)
-    if bad.any():
-        values = sorted(set(np.unique(mask[bad]).tolist()))[:5]
-        raise DataError(
-            f"mask {path} has values {values} outside the classes 0..{num_classes - 1} (ignore index {ignore_index})"
-        )
-    return mask.astype(np.uint8 if max(num_classes, ignore_index) < 256 else np.int32)
+def split_off(pairs: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, val): a seeded shuffle of the pairs (sorted by image name first), `fraction` of them to val."""
+    if not 0 < fraction < 1:
+        raise DataError(f"val_fraction must lie between 0 and 1, got {fraction}")
+    pairs = sorted(pairs, key=lambda pair: str(pair[0]))
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    count = int(round(len(pairs) * fraction))
+    if count < 1 or count >= len(pairs):
+        raise DataError(f"val_fraction {fraction} of {len(pairs)} pairs leaves an empty split; use more images or another fraction")
+    val = {int(i) for i in order[:count]}
+    return [p for i, p in enumerate(pairs) if i not in val], [p for i, p in enumerate(pairs) if i in val]
 
 
-class SegmentationFolder(Dataset):
-    """Image/mask pairs from two folders; `cache` keeps decoded pairs in memory (CamVid train: ~250 MB)."""
+class SegmentationDataset(Dataset):
+    """(image file, mask source) pairs decoded with a `MaskFormat`; `cache` keeps decoded pairs in memory."""
+
+    def __init__(self, pairs: list[tuple[Path, Path | CocoImage]], mask_format: MaskFormat, transform=None, cache: bool = False):
+        self.pairs = list(pairs)
+        self.mask_format = mask_format
+        self.num_classes, self.ignore_index = mask_format.num_classes, mask_format.ignore_index
+        self.transform = transform
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        image_path, mask_source = self.pairs[index]
+        image = read_image(image_path)
+        try:
+            mask = decode_mask(mask_source, self.mask_format)
+        except MaskError as error:
+            raise DataError(str(error)) from error
+        if image.shape[:2] != mask.shape:
+            raise DataError(f"size mismatch: image {image_path} is {image.shape[:2]}, mask {mask_source} is {mask.shape}")
+        if self._cache is not None:
+            self._cache[index] = (image, mask)
+        return image, mask
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.load(index)
+        if self.transform is not None:
+            image, mask = self.transform(image, mask)
+        return image, mask
+
+
+class SegmentationFolder(SegmentationDataset):
+    """Class-index masks in `mask_dir` for the same-named images in `image_dir` (CamVid's layout)."""
 
     def __init__(
         self,
@@ -88,31 +120,8 @@ class SegmentationFolder(Dataset):
         transform=None,
         cache: bool = False,
     ):
-        self.pairs = list_pairs(Path(image_dir), Path(mask_dir))
-        self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.transform = transform
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._cache is not None and index in self._cache:
-            return self._cache[index]
-        image_path, mask_path = self.pairs[index]
-        image = read_image(image_path)
-        mask = read_mask(mask_path, self.num_classes, self.ignore_index)
-        if image.shape[:2] != mask.shape:
-            raise DataError(f"size mismatch: image {image_path} is {image.shape[:2]}, mask {mask_path} is {mask.shape}")
-        if self._cache is not None:
-            self._cache[index] = (image, mask)
-        return image, mask
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.load(index)
-        if self.transform is not None:
-            image, mask = self.transform(image, mask)
-        return image, mask
+        pairs = list_pairs(Path(image_dir), Path(mask_dir))
+        super().__init__(pairs, MaskFormat("index", num_classes, ignore_index), transform, cache)
 
 
 class TrainTransform:
@@ -151,7 +160,7 @@ def to_tensors(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch
     return image_tensor, torch.from_numpy(np.ascontiguousarray(mask)).long()
 
 
-def class_pixel_counts(dataset: SegmentationFolder) -> np.ndarray:
+def class_pixel_counts(dataset: SegmentationDataset) -> np.ndarray:
     counts = np.zeros(dataset.num_classes, dtype=np.int64)
     for index in range(len(dataset)):
         mask = dataset.load(index)[1]

@@ -88,3 +88,14 @@ def test_setup_validates_every_file_up_front(tmp_path):
 def test_enet_weights_favour_rare_classes():
     weights = enet_class_weights(np.array([900, 90, 10]))
     assert weights[0] < weights[1] < weights[2] <= 1 / np.log(1.02)
+
+
+def test_ignore_index_must_not_be_a_class_and_colour_masks_need_the_colour_format(tmp_path):
+    with pytest.raises(DataError, match=r"ignore_index 1 is a class id \(0\.\.2\)"):
+        SegmentationDataModule(str(tmp_path), ["a", "b", "c"], ignore_index=1)
+    write_pair(tmp_path, "train", "rgb")
+    Image.fromarray(np.dstack([np.zeros((30, 40), np.uint8), np.ones((30, 40), np.uint8), np.zeros((30, 40), np.uint8)])).save(
+        tmp_path / "train" / "masks" / "rgb.png"
+    )
+    with pytest.raises(DataError, match=r"mask .*rgb\.png is a colour image; for colour masks set mask_format: color"):
+        folder_module(tmp_path).dataset("train").load(0)

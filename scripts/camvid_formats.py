@@ -1,0 +1,93 @@
+"""camvid_mini (or CamVid) in the other common mask formats, for the README walk-through and the tests.
+
+    python scripts/camvid_formats.py --root ../shared/datasets/camvid_mini -o data/camvid_formats
+
+writes, from the index masks of train/ and val/:
+    binary/{train,val}/{images,masks}   road-vs-rest masks, 0 = rest, 255 = road (the usual binary PNGs)
+    color/{train,val}/{images,masks}    RGB masks in CamVid's colours, void black
+    coco/{train,val}/{images,annotations.json}   COCO RLE, one annotation per class per image, void unannotated
+    flat/{images,masks}                 all pairs in one folder, index masks (split them with val_fraction)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from segsvc.data import CAMVID_CLASSES, CAMVID_IGNORE_INDEX, CAMVID_PALETTE  # noqa: E402
+
+ROAD = CAMVID_CLASSES.index("road")
+
+
+def index_masks(root: Path, split: str) -> dict[str, np.ndarray]:
+    return {p.stem: np.asarray(Image.open(p)) for p in sorted((root / f"{split}annot").iterdir())}
+
+
+def uncompressed_rle(binary: np.ndarray) -> dict:
+    """COCO's uncompressed RLE (column-major runs, zeros first), as iscrowd exports write it."""
+    flat = binary.ravel(order="F").astype(np.int8)
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
+    return {"size": list(binary.shape), "counts": ([0] if flat[0] else []) + runs}
+
+
+def write_coco(masks: dict[str, np.ndarray], out: Path) -> None:
+    """One annotation per class present in each image: compressed RLE (pycocotools) and uncompressed, alternately."""
+    from pycocotools import mask as coco_mask
+
+    images, annotations = [], []
+    for image_id, (stem, mask) in enumerate(masks.items(), start=1):
+        images.append({"id": image_id, "file_name": f"{stem}.png", "height": mask.shape[0], "width": mask.shape[1]})
+        for class_id in np.unique(mask):
+            if class_id == CAMVID_IGNORE_INDEX:
+                continue  # void stays unannotated
+            binary = mask == class_id
+            if len(annotations) % 2:
+                segmentation = uncompressed_rle(binary)
+            else:
+                segmentation = coco_mask.encode(np.asfortranarray(binary.astype(np.uint8)))
+                segmentation["counts"] = segmentation["counts"].decode()
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(class_id) + 1,
+                                "segmentation": segmentation, "area": int(binary.sum()), "iscrowd": 0})  # fmt: skip
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(CAMVID_CLASSES)]
+    out.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+
+
+def copy_images(root: Path, split: str, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for image in (root / split).iterdir():
+        shutil.copy(image, out / image.name)
+
+
+def convert(root: Path, out: Path) -> Path:
+    colours = np.zeros((256, 3), np.uint8)
+    colours[: len(CAMVID_PALETTE)] = CAMVID_PALETTE  # void (11) -> black
+    for split in ("train", "val"):
+        for name in ("binary", "color", "coco"):
+            copy_images(root, split, out / name / split / "images")
+        copy_images(root, split, out / "flat" / "images")
+        for folder in (out / "binary" / split / "masks", out / "color" / split / "masks", out / "flat" / "masks"):
+            folder.mkdir(parents=True, exist_ok=True)
+        masks = index_masks(root, split)
+        for stem, mask in masks.items():
+            Image.fromarray(np.where(mask == ROAD, 255, 0).astype(np.uint8)).save(out / "binary" / split / "masks" / f"{stem}.png")
+            Image.fromarray(colours[mask]).save(out / "color" / split / "masks" / f"{stem}.png")
+            Image.fromarray(mask).save(out / "flat" / "masks" / f"{stem}.png")
+        write_coco(masks, out / "coco" / split / "annotations.json")
+    return out
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default="../shared/datasets/camvid_mini", help="CamVid in the SegNet layout")
+    parser.add_argument("-o", "--output", default="data/camvid_formats")
+    args = parser.parse_args()
+    print(f"wrote {convert(Path(args.root), Path(args.output))}")
