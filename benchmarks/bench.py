@@ -2,6 +2,8 @@
 
     python benchmarks/bench.py                       # models: latency batch 1, images/s batch 8
     python benchmarks/bench.py --http --requests 200  # also the BentoML service over loopback HTTP
+    python benchmarks/bench.py --skip-models --http --repo ../old --repo . --http-rounds 2   # two services, A B A B
+    python benchmarks/bench.py --skip-models --http --url http://127.0.0.1:3000            # a server already up
     python benchmarks/bench.py --skip-models --parts  # encoder against decoder + head, ours and Linknet's
     BENCH_THREADS=1 python benchmarks/bench.py        # one thread, as each service worker runs
 
@@ -17,12 +19,14 @@ import copy
 import http.client
 import multiprocessing
 import os
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -204,29 +208,49 @@ def server_parallelism() -> tuple[int, int]:
     return (int(workers) if workers.isdigit() else os.cpu_count() or 1), int(os.environ.get("SEGSVC_THREADS", "1"))
 
 
-def bench_http(requests_total: int, max_seconds: float, backend: str) -> None:
+def start_server(repo: Path, port: int, backend: str) -> subprocess.Popen:
+    """`bentoml serve` of the service in `repo` (this checkout, or e.g. a git worktree of an older commit)."""
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(repo), "SEGSVC_BACKEND": backend}
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "bentoml"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:  # a loaded machine can take long to drain; the next target needs the cores
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+def wait_ready(url: str, server: subprocess.Popen | None) -> None:
     import requests
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(ROOT), "SEGSVC_BACKEND": backend}
-    images = sorted((Path(os.environ.get("SEGSVC_SHARED", ROOT.parent / "shared")) / "datasets/camvid_mini/test").iterdir())
-    bodies = [p.read_bytes() for p in images]
-    arrays = [decode_image(b) for b in bodies]  # as the server decodes them
-    workers, threads = server_parallelism()
-    # Measured before the server starts, so that nothing else is on the cores.
-    in_process = in_process_rate(backend, workers, threads, arrays, seconds=min(20.0, max_seconds))
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "bentoml"), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    deadline = time.time() + 600  # a busy 2-core machine can take minutes to start workers
+    while True:
+        if (server is not None and server.poll() is not None) or time.time() > deadline:
+            raise SystemExit(f"{url} did not become ready; run `make serve` (or serve that repo) to see why")
+        try:
+            if requests.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+
+
+def load_test(url: str, bodies: list[bytes], requests_total: int, max_seconds: float, in_process: float) -> None:
+    """POST /segment with raw PNG bodies at concurrency 1 and 8; one Markdown table row per level."""
+    address = urllib.parse.urlsplit(url)
     local = threading.local()
 
     def one(i: int) -> float:
         # http.client, one keep-alive connection per client thread: the load generator shares the server's
         # cores, so it should spend as little CPU per request as it can.
         if not hasattr(local, "connection"):
-            local.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            local.connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
         start = time.perf_counter()
         local.connection.request("POST", "/segment", body=bodies[i % len(bodies)], headers={"Content-Type": "image/png"})
         response = local.connection.getresponse()
@@ -235,43 +259,56 @@ def bench_http(requests_total: int, max_seconds: float, backend: str) -> None:
             raise RuntimeError(f"POST /segment answered {response.status}")
         return time.perf_counter() - start
 
-    try:
-        deadline = time.time() + 180
-        while True:
-            if server.poll() is not None or time.time() > deadline:
-                raise SystemExit(f"bentoml serve did not become ready (exit code {server.poll()}); run `make serve` to see why")
-            try:
-                if requests.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
+    print("| concurrency | requests | p50 ms | p95 ms | p99 ms | requests/s | / in-process |")
+    print("|---|---|---|---|---|---|---|")
+    for concurrency in (1, 8):
+        latencies: list[float] = []
+        with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(one, range(2 * concurrency)))  # warm-up: connections open, workers busy once
+            start = time.perf_counter()
+            futures = [pool.submit(one, i) for i in range(requests_total)]
+            for future in futures:
+                if time.perf_counter() - start > max_seconds:
+                    future.cancel()
+                    continue
+                latencies.append(future.result())
+            elapsed = time.perf_counter() - start
+        rate = len(latencies) / elapsed
         print(
-            f"\nHTTP /segment, backend {backend}, {workers} workers x {threads} thread(s), CamVid 480x360 PNGs; "
-            f"in-process predict_mask with the same {workers} processes x {threads} thread(s): {in_process:.1f} images/s"
+            f"| {concurrency} | {len(latencies)} | {percentile(latencies, 50) * 1e3:.0f} | {percentile(latencies, 95) * 1e3:.0f} "
+            f"| {percentile(latencies, 99) * 1e3:.0f} | {rate:.1f} | {rate / in_process:.2f} |"
         )
-        print("| concurrency | requests | p50 ms | p95 ms | p99 ms | requests/s | / in-process |")
-        print("|---|---|---|---|---|---|---|")
-        for concurrency in (1, 8):
-            latencies: list[float] = []
-            with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-                list(pool.map(one, range(2 * concurrency)))  # warm-up: connections open, workers busy once
-                start = time.perf_counter()
-                futures = [pool.submit(one, i) for i in range(requests_total)]
-                for future in futures:
-                    if time.perf_counter() - start > max_seconds:
-                        future.cancel()
-                        continue
-                    latencies.append(future.result())
-                elapsed = time.perf_counter() - start
-            rate = len(latencies) / elapsed
-            print(
-                f"| {concurrency} | {len(latencies)} | {percentile(latencies, 50) * 1e3:.0f} | {percentile(latencies, 95) * 1e3:.0f} "
-                f"| {percentile(latencies, 99) * 1e3:.0f} | {rate:.1f} | {rate / in_process:.2f} |"
-            )
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+
+
+def bench_http(requests_total: int, max_seconds: float, backend: str, targets: list[str], rounds: int) -> None:
+    """Load-test each target in turn, `rounds` times (A B A B ...): a repo folder to serve, or the URL of a
+    server already running (started with the same SEGSVC_WORKERS / SEGSVC_THREADS / SEGSVC_BACKEND)."""
+    images = sorted((Path(os.environ.get("SEGSVC_SHARED", ROOT.parent / "shared")) / "datasets/camvid_mini/test").iterdir())
+    bodies = [p.read_bytes() for p in images]
+    arrays = [decode_image(b) for b in bodies]  # as the server decodes them
+    workers, threads = server_parallelism()
+    # Measured before any server this script starts, so that nothing else is on the cores.
+    in_process = in_process_rate(backend, workers, threads, arrays, seconds=min(20.0, max_seconds))
+    for round_index in range(rounds):
+        for target in targets:
+            server = None
+            if target.startswith(("http://", "https://")):
+                url = target.rstrip("/")
+            else:
+                port = free_port()
+                url = f"http://127.0.0.1:{port}"
+                server = start_server(Path(target).resolve(), port, backend)
+            try:
+                wait_ready(url, server)
+                print(
+                    f"\nHTTP /segment, {target} (round {round_index + 1}/{rounds}), backend {backend}, {workers} workers x "
+                    f"{threads} thread(s), CamVid 480x360 PNGs; in-process predict_mask with the same {workers} "
+                    f"processes x {threads} thread(s): {in_process:.1f} images/s"
+                )
+                load_test(url, bodies, requests_total, max_seconds, in_process)
+            finally:
+                if server is not None:
+                    stop_server(server)
 
 
 def main() -> None:
@@ -282,6 +319,9 @@ def main() -> None:
     parser.add_argument("--backend", choices=("torch", "onnx"), default="onnx", help="the service's SEGSVC_BACKEND")
     parser.add_argument("--requests", type=int, default=100, help="HTTP requests per concurrency level")
     parser.add_argument("--max-seconds", type=float, default=120, help="time bound per HTTP level")
+    parser.add_argument("--repo", action="append", default=[], help="with --http: serve this repo folder (repeatable)")
+    parser.add_argument("--url", action="append", default=[], help="with --http: a server already running (repeatable)")
+    parser.add_argument("--http-rounds", type=int, default=1, help="with --http: times to go through the targets")
     parser.add_argument("--skip-models", action="store_true")
     parser.add_argument("--parts", action="store_true", help="also time encoder and decoder + head apart")
     args = parser.parse_args()
@@ -291,7 +331,8 @@ def main() -> None:
     if args.parts:
         bench_parts(args.rounds)
     if args.http:
-        bench_http(args.requests, args.max_seconds, args.backend)
+        targets = [*args.repo, *args.url] or [str(ROOT)]
+        bench_http(args.requests, args.max_seconds, args.backend, targets, args.http_rounds)
 
 
 if __name__ == "__main__":

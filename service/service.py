@@ -2,96 +2,69 @@
 
     bentoml serve                  # from the repository root (bentofile.yaml), or `make serve`
 
-Endpoints: POST /segment (PNG mask), POST /segment_json, POST /overlay, GET /model; BentoML's own
-/livez, /readyz (ready once the model is loaded and warmed up) and /metrics.
+APIs (typed, so the page at / runs them and `bentoml.SyncHTTPClient` calls them): POST /segment (mask or
+confidence PNG), POST /segment_json (fractions, mask, and by parameter COCO RLE, polygons, confidence),
+POST /overlay, POST /model. GET /model and GET /demo (a page for people) are mounted beside them;
+BentoML's own /livez, /readyz (ready once the model is loaded and warmed up) and /metrics stay.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import anyio
 import bentoml
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import BeforeValidator, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 import segsvc
-from segsvc.images import ImageError
+from segsvc import encodings
+from segsvc.images import ImageError, decode_image
 from segsvc.onnx_backend import make_runner
 from segsvc.visualize import overlay, palettized
-from service.http import MAX_BYTES, MAX_PIXELS, check_auth, error, png_bytes, read_image
+from service.http import MAX_BYTES, MAX_PIXELS, PayloadTooLarge, RequestGate, http_error
 from service.store import ensure_default_model, model_tag
 
 ensure_default_model()
 THREADS_PER_WORKER = int(os.environ.get("SEGSVC_THREADS", "1"))
 WORKERS = os.environ.get("SEGSVC_WORKERS", "cpu_count")  # one process a core, one thread each
+DEMO_PAGE = (Path(__file__).parent / "demo" / "index.html").read_bytes()
 
 
-def handler(render):
-    """Wrap an endpoint: auth, read the image, run the model off the event loop, JSON errors for bad input."""
-
-    async def endpoint(request: Request) -> Response:
-        if (denied := check_auth(request)) is not None:
-            return denied
-        try:
-            image = await read_image(request)
-        except ImageError as exc:
-            return error(exc.status, str(exc))
-        service = bentoml.get_current_service()
-        mask = await anyio.to_thread.run_sync(service.predict, image, limiter=service.inference_slot)
-        return render(service, image, mask)
-
-    return endpoint
+def split_names(value: Any) -> Any:
+    """`classes` as a JSON list (the clients) or as "road,car" (a form field or query parameter)."""
+    return [name.strip() for name in value.split(",") if name.strip()] if isinstance(value, str) else value
 
 
-def mask_png(service: Segmenter, mask: np.ndarray) -> bytes:
-    return png_bytes(palettized(mask, service.model.palette))
+ImageFile = Annotated[Path, Field(description="the image: any Pillow-readable format, any mode")]
+ClassNames = Annotated[
+    list[str] | None,
+    BeforeValidator(split_names),
+    Field(description="only these classes in fractions, rle and polygons (default: all)"),
+]
 
 
-def render_mask(service: Segmenter, image: np.ndarray, mask: np.ndarray) -> Response:
-    return Response(mask_png(service, mask), media_type="image/png")
-
-
-def render_json(service: Segmenter, image: np.ndarray, mask: np.ndarray) -> Response:
-    counts = np.bincount(mask.ravel(), minlength=len(service.model.class_names))
-    return JSONResponse(
-        {
-            "width": int(mask.shape[1]),
-            "height": int(mask.shape[0]),
-            "classes": service.model.class_names,
-            "fractions": {name: float(c) / mask.size for name, c in zip(service.model.class_names, counts)},
-            "mask_png_base64": base64.b64encode(mask_png(service, mask)).decode(),
-        }
-    )
-
-
-def render_overlay(service: Segmenter, image: np.ndarray, mask: np.ndarray) -> Response:
-    return Response(png_bytes(Image.fromarray(overlay(image, mask, service.model.palette))), media_type="image/png")
-
-
-async def model_info(request: Request) -> Response:
-    if (denied := check_auth(request)) is not None:
-        return denied
+async def model_page(request: Request) -> Response:
     return JSONResponse(bentoml.get_current_service().info())
 
 
-routes = Starlette(
-    routes=[
-        Route("/segment", handler(render_mask), methods=["POST"]),
-        Route("/segment_json", handler(render_json), methods=["POST"]),
-        Route("/overlay", handler(render_overlay), methods=["POST"]),
-        Route("/model", model_info, methods=["GET"]),
-    ]
-)
+async def demo_page(request: Request) -> Response:
+    return HTMLResponse(DEMO_PAGE)
 
 
-@bentoml.asgi_app(routes, path="/")
+pages = Starlette(routes=[Route("/model", model_page, methods=["GET"]), Route("/demo", demo_page, methods=["GET"])])
+
+
+@bentoml.asgi_app(pages, path="/")
 @bentoml.service(
     name="segsvc",
     workers=int(WORKERS) if WORKERS.isdigit() else WORKERS,
@@ -120,10 +93,70 @@ class Segmenter:
     def __is_ready__(self) -> bool:
         return self.ready
 
+    @bentoml.api
+    async def segment(self, image: ImageFile, output: Literal["mask", "confidence"] = "mask") -> Image.Image:
+        """The mask as a PNG of the input's size (mode P: one byte per pixel = class id, class colours attached),
+        or with output=confidence the per-pixel confidence (max softmax probability x 255, 8-bit grayscale)."""
+        rgb = read_image(image)
+        mask, confidence = await self.infer(rgb, confidence=output == "confidence")
+        if confidence is not None:
+            return Image.fromarray(np.rint(confidence * 255).astype(np.uint8), mode="L")
+        return palettized(mask, self.model.palette)
+
+    @bentoml.api
+    async def segment_json(
+        self,
+        image: ImageFile,
+        classes: ClassNames = None,
+        rle: Annotated[bool, Field(description="per-class COCO RLE (pycocotools)")] = False,
+        polygons: Annotated[bool, Field(description="per-class polygons: [exterior, holes...] rings of [x, y]")] = False,
+        tolerance: Annotated[float, Field(ge=0, description="polygon simplification, pixels (0: exact)")] = 1.0,
+        confidence: Annotated[bool, Field(description="the confidence as a base64 8-bit PNG")] = False,
+    ) -> dict[str, Any]:
+        """Size, class names, per-class pixel fractions and the mask as a base64 PNG; more by parameter."""
+        names = self.model.class_names
+        if unknown := [name for name in classes or () if name not in names]:
+            raise http_error(ImageError(f"unknown classes {unknown}; the classes are {names}"))
+        rgb = read_image(image)
+        mask, probability = await self.infer(rgb, confidence=confidence)
+        chosen = [(names.index(name), name) for name in classes] if classes else list(enumerate(names))
+        counts = np.bincount(mask.ravel(), minlength=len(names))
+        report: dict[str, Any] = {
+            "width": int(mask.shape[1]),
+            "height": int(mask.shape[0]),
+            "classes": names,
+            "fractions": {name: float(counts[i]) / mask.size for i, name in chosen},
+            "mask_png_base64": base64.b64encode(encodings.png_bytes(palettized(mask, self.model.palette))).decode(),
+        }
+        if rle:
+            report["rle"] = {name: encodings.rle_encode(mask, i) for i, name in chosen}
+        if polygons:
+            report["polygon_tolerance"] = tolerance
+            report["polygons"] = {name: encodings.polygons(mask, i, tolerance) for i, name in chosen}
+        if probability is not None:
+            report["confidence_png_base64"] = base64.b64encode(encodings.confidence_png(probability)).decode()
+        return report
+
+    @bentoml.api
+    async def overlay(self, image: ImageFile, opacity: Annotated[float, Field(ge=0, le=1)] = 0.5) -> Image.Image:
+        """The image with the coloured mask blended on it (opacity = the mask's weight), as a PNG."""
+        rgb = read_image(image)
+        mask, _ = await self.infer(rgb)
+        return Image.fromarray(overlay(rgb, mask, self.model.palette, alpha=opacity))
+
+    @bentoml.api(route="/model")
+    def model_info(self) -> dict[str, Any]:
+        """Classes, palette, limits, backend and model tag (also GET /model)."""
+        return self.info()
+
+    async def infer(self, rgb: np.ndarray, confidence: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """The model off the event loop, one inference at a time in this worker."""
+        return await anyio.to_thread.run_sync(segsvc.predict, self.runner, rgb, confidence, limiter=self.inference_slot)
+
     def predict(self, image: np.ndarray) -> np.ndarray:
         return segsvc.predict_mask(self.runner, image)
 
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         return {
             "model": str(self.model_ref.tag),
             "version": segsvc.__version__,
@@ -131,10 +164,28 @@ class Segmenter:
             "classes": self.model.class_names,
             "palette": [list(c) for c in self.model.palette],
             "input": {
-                "field": "multipart field 'image', or the raw body with an image content type",
+                "field": "multipart field 'image' (parameters as form fields), or the raw body with an image "
+                "content type (parameters in the query string)",
                 "formats": "any Pillow-readable image; EXIF orientation applied; output has the input's size",
                 "max_bytes": MAX_BYTES,
                 "max_pixels": MAX_PIXELS,
             },
             "output": "/segment: PNG, mode P, one byte per pixel = class id, class palette attached",
+            "demo": "/demo",
+            "docs": "/ (OpenAPI: /docs.json)",
         }
+
+
+def read_image(path: Path) -> np.ndarray:
+    """The uploaded file as RGB, with the byte and pixel limits checked before it is decoded."""
+    # A multipart `image` given as a URL string is downloaded by BentoML, past the gate's byte limit.
+    if path.stat().st_size > MAX_BYTES:
+        raise PayloadTooLarge(f"image is {path.stat().st_size} bytes, over the limit of {MAX_BYTES}")
+    try:
+        return decode_image(path.read_bytes(), MAX_PIXELS)
+    except ImageError as error:
+        raise http_error(error) from error
+
+
+IMAGE_PATHS = [method.route for method in Segmenter.apis.values() if "image" in method.input_spec.model_fields]
+Segmenter.add_asgi_middleware(RequestGate, paths=[*IMAGE_PATHS, "/model"], image_paths=IMAGE_PATHS)

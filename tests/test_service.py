@@ -12,12 +12,16 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
+import bentoml
 import numpy as np
 import pytest
 import requests
+from bentoml.exceptions import BentoMLException
 from PIL import Image
 
 import segsvc
+from segsvc.encodings import rasterize
 from segsvc.onnx_backend import OnnxBackend
 from tests.conftest import ROOT
 
@@ -111,7 +115,10 @@ def test_model_info_and_bentoml_endpoints(server):
     info = requests.get(server.url + "/model", timeout=10).json()
     assert info["classes"][0] == "sky" and len(info["palette"]) == 11 and info["model"].startswith("segsvc-camvid:")
     assert info["backend"] == "onnx"
-    assert info["input"]["max_bytes"] == MAX_BYTES
+    assert info["input"]["max_bytes"] == MAX_BYTES and info["demo"] == "/demo"
+    page = requests.get(server.url + info["demo"], timeout=10)
+    assert page.status_code == 200 and "segment_json" in page.text and "<script src" not in page.text  # self-contained
+    assert requests.post(server.url + "/model", json={}, timeout=10).json() == info
     assert requests.get(server.url + "/livez", timeout=10).status_code == 200
     metrics = requests.get(server.url + "/metrics", timeout=10)
     assert metrics.status_code == 200 and "request" in metrics.text
@@ -121,30 +128,120 @@ def bomb_png() -> bytes:
     return encode(Image.new("1", (12_000, 12_000)), "PNG")  # 144 MP declared, ~20 KB on the wire
 
 
-@pytest.mark.parametrize(
-    "case,body,content_type,status,message",
-    [
-        ("not an image", b"hello, world", "image/png", 400, "not an image"),
-        ("empty body", b"", "image/png", 400, "empty"),
-        ("truncated png", None, "image/png", 400, "corrupt or truncated"),
-        ("over byte limit", b"\0" * (MAX_BYTES + 1), "image/png", 413, "over the limit"),
-        ("over pixel limit", None, "image/png", 413, "over the limit of 5000000"),
-        ("multipart without image field", None, None, 400, "no field named 'image'"),
-    ],
-)
-def test_bad_input_gets_clear_json_error_and_server_stays_healthy(server, camvid_mini, case, body, content_type, status, message):
+BAD_INPUTS = [
+    ("not an image", b"hello, world", "image/png", 400, "not an image"),
+    ("empty body", b"", "image/png", 400, "empty"),
+    ("truncated png", None, "image/png", 400, "corrupt or truncated"),
+    ("over byte limit", b"\0" * (MAX_BYTES + 1), "image/png", 413, "over the limit"),
+    ("over pixel limit", None, "image/png", 413, "over the limit of 5000000"),
+    ("multipart without image field", None, None, 400, "no field named 'image'"),
+]
+
+
+def bad_body(case: str, body: bytes | None, camvid_mini: Path) -> bytes | None:
     if case == "truncated png":
-        body = next((camvid_mini / "test").iterdir()).read_bytes()[:5000]
+        return next((camvid_mini / "test").iterdir()).read_bytes()[:5000]
     if case == "over pixel limit":
-        body = bomb_png()
+        return bomb_png()
+    return body
+
+
+@pytest.mark.parametrize("route", ["/segment", "/segment_json", "/overlay"])
+@pytest.mark.parametrize("case,body,content_type,status,message", BAD_INPUTS)
+def test_bad_input_gets_clear_json_error_and_server_stays_healthy(server, camvid_mini, route, case, body, content_type, status, message):
+    body = bad_body(case, body, camvid_mini)
     if case == "multipart without image field":
-        response = requests.post(server.url + "/segment", files={"picture": ("a.png", b"x")}, timeout=60)
+        response = requests.post(server.url + route, files={"picture": ("a.png", b"x")}, timeout=60)
     else:
-        response = post(server, "/segment", body, content_type)
+        response = post(server, route, body, content_type)
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
     assert message in response.json()["error"]
+    assert response.json()["status"] == status
     assert server.healthy()
+
+
+@pytest.mark.parametrize("case,body,content_type,status,message", [c for c in BAD_INPUTS if c[2]])
+def test_bad_input_keeps_its_status_over_the_client(server, camvid_mini, tmp_path, case, body, content_type, status, message):
+    """BentoML's client uploads the file as multipart `image` and raises an exception carrying the status."""
+    path = tmp_path / "input.png"
+    path.write_bytes(bad_body(case, body, camvid_mini))
+    with bentoml.SyncHTTPClient(server.url) as client:
+        with pytest.raises(BentoMLException) as raised:
+            client.segment(image=path)
+    assert raised.value.error_code == status and message in str(raised.value)
+    assert server.healthy()
+
+
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ({"image": (None, "http://127.0.0.1:1/x.png")}, "must be a file upload"),  # BentoML would fetch a URL
+        ({"image": ("a.png", b"x"), "classes": ("c.bin", bytes(range(256)))}, "'classes' is not text"),
+        ({"image": ("a.png", b"x"), "classes": (None, "road,nothing")}, "unknown classes ['nothing']"),
+        ({"image": ("a.png", b"x"), "tolerance": (None, "-1")}, "tolerance: Input should be greater than or equal to 0"),
+    ],
+)
+def test_bad_form_fields_get_400_not_500(server, fields, message):
+    response = requests.post(server.url + "/segment_json", files=fields, timeout=60)
+    assert response.status_code == 400 and message in response.json()["error"], response.text
+
+
+def test_openapi_lists_the_endpoints_with_their_parameters(server):
+    spec = requests.get(server.url + "/docs.json", timeout=10).json()
+    expected = {
+        "/segment": {"image", "output"},
+        "/segment_json": {"image", "classes", "rle", "polygons", "tolerance", "confidence"},
+        "/overlay": {"image", "opacity"},
+    }
+    for route, parameters in expected.items():
+        body = spec["paths"][route]["post"]["requestBody"]["content"]
+        schema = body["multipart/form-data"]["schema"]
+        if "$ref" in schema:
+            schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+        assert set(schema["properties"]) == parameters, (route, schema)
+        assert schema["required"] == ["image"]
+    assert "/model" in spec["paths"]
+
+
+def test_python_client_gives_the_library_mask(server, camvid_mini):
+    path = sorted((camvid_mini / "test").iterdir())[1]
+    expected = segsvc.predict_mask(OnnxBackend.from_model(segsvc.load_default_model(), threads=1), Image.open(path))
+    with bentoml.SyncHTTPClient(server.url) as client:
+        mask = client.segment(image=path)
+        assert client.model_info()["classes"][3] == "road"
+    assert mask.mode == "P"
+    np.testing.assert_array_equal(np.asarray(mask), expected)
+
+    async def call() -> Image.Image:
+        async with bentoml.AsyncHTTPClient(server.url) as client:
+            return await client.segment(image=path)
+
+    np.testing.assert_array_equal(np.asarray(anyio.run(call)), expected)
+
+
+def test_segment_json_formats_round_trip(server, camvid_mini):
+    """RLE decodes to the exact mask, polygons at tolerance 0 rasterise back, confidence is the library's."""
+    from pycocotools import mask as coco_mask
+
+    path = sorted((camvid_mini / "val").iterdir())[0]
+    with bentoml.SyncHTTPClient(server.url) as client:
+        report = client.segment_json(image=path, rle=True, polygons=True, tolerance=0.0, confidence=True)
+        only = client.segment_json(image=path, classes=["road", "car"], rle=True)
+        confidence_image = client.segment(image=path, output="confidence")
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(report["mask_png_base64"]))))
+    assert set(report["rle"]) == set(report["polygons"]) == set(report["classes"]) and report["polygon_tolerance"] == 0
+    for class_id, name in enumerate(report["classes"]):
+        rle = report["rle"][name]
+        np.testing.assert_array_equal(coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode()}), mask == class_id)
+        filled, truth = rasterize(report["polygons"][name], mask.shape), mask == class_id
+        union = np.logical_or(filled, truth).sum()
+        assert union == 0 or np.logical_and(filled, truth).sum() / union >= 0.99, name
+    _, confidence = segsvc.predict(OnnxBackend.from_model(segsvc.load_default_model(), threads=1), Image.open(path), confidence=True)
+    for levels in (np.asarray(Image.open(io.BytesIO(base64.b64decode(report["confidence_png_base64"])))), np.asarray(confidence_image)):
+        assert levels.shape == mask.shape and np.abs(levels / 255.0 - confidence).max() <= 1 / 255
+    assert set(only["fractions"]) == set(only["rle"]) == {"road", "car"}
+    assert only["fractions"]["road"] == report["fractions"]["road"] and "polygons" not in only
 
 
 def test_every_format_and_mode(server, shared):
@@ -236,6 +333,15 @@ def test_api_key_and_torch_backend(imported_torch_server, camvid_mini):
     assert post(server, "/segment", path.read_bytes()).status_code == 401
     assert post(server, "/segment", path.read_bytes(), headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert requests.get(server.url + "/model", timeout=10).status_code == 401
+    assert post(server, "/segment", path.read_bytes(), headers={"Authorization": "s3cret"}).status_code == 401
+    for scheme in ("bearer", "BEARER"):  # the scheme name is case-insensitive (RFC 7235)
+        assert post(server, "/segment", path.read_bytes(), headers={"Authorization": f"{scheme} s3cret"}).status_code == 200
+    with bentoml.SyncHTTPClient(server.url, token="wrong") as client:
+        with pytest.raises(BentoMLException) as raised:
+            client.segment(image=path)
+        assert raised.value.error_code == 401
+    with bentoml.SyncHTTPClient(server.url, token="s3cret") as client:
+        assert client.segment(image=path).size == (480, 360)
     auth = {"Authorization": "Bearer s3cret"}
     info = requests.get(server.url + "/model", headers=auth, timeout=10).json()
     assert info["backend"] == "torch" and info["model"].startswith("street:")
@@ -254,6 +360,7 @@ def test_bentoml_build_contains_the_model(tmp_path):
     (bento,) = [p for p in (tmp_path / "bentos" / "segsvc").iterdir() if p.name != "latest"]
     assert "tag: segsvc-camvid:" in (bento / "bento.yaml").read_text()
     assert (bento / "src" / "segsvc" / "assets" / "camvid_default" / "model.safetensors").is_file()
+    assert (bento / "src" / "service" / "demo" / "index.html").is_file()  # the demo page works inside the Bento
     archive = tmp_path / "segsvc.bento"
     result = subprocess.run([BENTOML, "export", "segsvc:latest", str(archive)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
