@@ -45,6 +45,10 @@ class OnnxBackend:
         # Idle pool threads sleep instead of spinning: spinning steals the cores that the service's other
         # workers (and anything else on a small machine) need, and measured no faster here.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # No arena: ORT's CPU arena grows to the largest input ever seen and keeps it for the process's
+        # life; with plain malloc, `segsvc.predict` hands a large image's memory back (malloc_trim).
+        options.enable_cpu_mem_arena = False
+        options.log_severity_level = 3  # errors only: an export's unused initializers are not news
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
@@ -59,10 +63,18 @@ class OnnxBackend:
         return self.session.run(["logits"], {"images": np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
 
+BACKENDS = ("torch", "onnx", "int8")
+
+
 def make_runner(model: nn.Module, backend: str, threads: int | None = None) -> nn.Module | OnnxBackend:
-    """What `predict_mask` should run: the PyTorch model itself ("torch") or ONNX Runtime over its export ("onnx")."""
+    """What `predict_mask` should run: the PyTorch model itself ("torch"), ONNX Runtime over its export
+    ("onnx"), or ONNX Runtime over the int8 file in the model's folder ("int8", made by `segsvc quantize`)."""
     if backend == "torch":
         return model
     if backend == "onnx":
         return OnnxBackend.from_model(model, threads)
-    raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+    if backend == "int8":
+        from segsvc.quantize import int8_path
+
+        return OnnxBackend(int8_path(model), threads)
+    raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")

@@ -16,6 +16,7 @@ from segsvc.model import ARCHITECTURE, SegmentationModel
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+INT8_FILE = "model_int8.onnx"  # optional: the int8 form, written by `segsvc quantize` (segsvc.quantize)
 FORMAT_VERSION = 2  # 2: the head is a transposed convolution (1: a 1x1 convolution after a last upsampling)
 
 
@@ -84,6 +85,7 @@ def load_model(path: str | Path, fuse: bool = True) -> SegmentationModel:
     model.palette = [tuple(c) for c in config["palette"]]
     model.ignore_index = config.get("ignore_index")
     model.metadata = config.get("metadata", {})
+    model.source_dir = path  # where its other forms live (the int8 file: segsvc.quantize)
     if fuse:
         fuse_batchnorm(model)
     return model.eval().to(memory_format=torch.channels_last)

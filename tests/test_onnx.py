@@ -53,5 +53,5 @@ def test_make_runner_picks_the_backend_and_names_an_unknown_one(exported):
     model, _ = exported
     assert make_runner(model, "torch") is model
     assert isinstance(make_runner(model, "onnx", threads=1), OnnxBackend)
-    with pytest.raises(ValueError, match="backend must be 'torch' or 'onnx', got 'tensorrt'"):
+    with pytest.raises(ValueError, match="backend must be one of torch, onnx, int8; got 'tensorrt'"):
         make_runner(model, "tensorrt")
