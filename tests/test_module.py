@@ -30,3 +30,19 @@ def test_encoder_learning_rate_scale():
     encoder_group, rest_group = optimizer.param_groups
     assert abs(encoder_group["lr"] / rest_group["lr"] - 0.1) < 1e-9
     assert len(encoder_group["params"]) == len(list(module.model.encoder.parameters()))
+
+
+def test_init_model_starts_from_a_model_folder_weights():
+    from segsvc.serialization import DEFAULT_MODEL_DIR, load_model
+
+    module = SegmentationModule(num_classes=11, init_model="default")
+    shipped = load_model(DEFAULT_MODEL_DIR, fuse=False).state_dict()
+    for key, value in module.model.state_dict().items():
+        assert torch.equal(value, shipped[key].float()), key
+
+
+def test_init_model_of_another_class_count_is_refused():
+    import pytest
+
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        SegmentationModule(num_classes=3, init_model="default")

@@ -1,17 +1,20 @@
-"""`segsvc`: LightningCLI (fit, validate, test, predict) plus `export` and `import`.
+"""`segsvc`: LightningCLI (fit, validate, test) plus `predict` (a folder, `training/predict_writer.py`), `export` and `import`.
 
     segsvc fit --config configs/camvid_cpu.yaml
     segsvc fit --config configs/camvid_cpu.yaml --ckpt_path last      # resume after a crash
+    segsvc data check --config configs/folder_example.yaml            # what the data holds; fit's refusals
     segsvc export runs/camvid_cpu/checkpoints/last.ckpt -o models/camvid [--bento] [--format onnx]
+    segsvc predict --model default --input photos/ --output masks/ [--trainer.devices 2 --trainer.strategy ddp]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 
 def build_cli(args: list[str] | None, run: bool = True):
@@ -25,6 +28,15 @@ def build_cli(args: list[str] | None, run: bool = True):
             # The data decides the classes; the model follows (no duplicate setting to get wrong).
             for key in ("num_classes", "class_names", "palette", "ignore_index"):
                 parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
+
+        def before_instantiate_classes(self) -> None:
+            # One setting moves a run: checkpoints without a dirpath go to <default_root_dir>/checkpoints
+            # (one folder across restarts, so --ckpt_path last finds them), logs and overlays already follow it.
+            config = self.config.get(self.subcommand) if self.subcommand else self.config
+            root = Path(config.trainer.default_root_dir or ".")
+            for callback in config.trainer.callbacks or []:
+                if str(callback.class_path).endswith("ModelCheckpoint") and not callback.init_args.dirpath:
+                    callback.init_args.dirpath = str(root / "checkpoints")
 
     return SegsvcCLI(
         SegmentationModule,
@@ -41,8 +53,32 @@ def run_lightning(args: list[str] | None) -> None:
 
     try:
         build_cli(args)
+    except (DataError, FileNotFoundError) as error:  # also when raised in setup, inside trainer.fit
+        print(f"segsvc: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def data_check(args: argparse.Namespace) -> None:
+    """Statistics per split and the refusals `fit` would make, without training; exit 2 on a refusal."""
+    from segsvc.data import DataError
+
+    try:
+        with warnings.catch_warnings():  # LightningCLI frowns at args= beside a non-empty sys.argv: intended here
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            cli = build_cli(args.args, run=False)
+        datamodule = cli.datamodule
+        splits = tuple(s for s in ("train", "val", "test") if s != "test" or datamodule.has_split("test"))
+        report = datamodule.check_data(splits, Path(cli.trainer.default_root_dir))
     except (DataError, FileNotFoundError) as error:
-        sys.exit(f"segsvc: error: {error}")
+        print(f"segsvc: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(report.table)
+    print(f"(written to {Path(cli.trainer.default_root_dir) / 'data_check.txt'})")
+    for warning in report.warnings:
+        print(f"segsvc: warning: {warning}", file=sys.stderr)
+    if report.refusals:
+        print(f"segsvc: error: {report.refusals[0]}", file=sys.stderr)
+        sys.exit(2)
 
 
 def export(args: argparse.Namespace) -> None:
@@ -54,7 +90,7 @@ def export(args: argparse.Namespace) -> None:
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    module = SegmentationModule.load_from_checkpoint(checkpoint, map_location="cpu", encoder_weights=None, compile=False)
+    module = SegmentationModule.load_from_checkpoint(checkpoint, map_location="cpu", encoder_weights=None, init_model=None, compile=False)
     if module.hparams.architecture != "segsvc":
         raise ValueError(f"{checkpoint} holds a {module.hparams.architecture} model; only segsvc models export")
     model = module.model.eval().float()
@@ -88,17 +124,54 @@ def evaluate(args: argparse.Namespace) -> None:
     from segsvc.serialization import load_default_model, load_model
     from training.datamodule import default_data_root
 
+    from segsvc.onnx_backend import make_runner
+
     model = load_default_model() if args.model == "default" else load_model(args.model)
     root = Path(args.root) if args.root else default_data_root() / "camvid"
     ignore = model.ignore_index if model.ignore_index is not None else CAMVID_IGNORE_INDEX
-    result = evaluate_folder(model, root / args.split, root / f"{args.split}annot", model.num_classes, ignore)
+    runner = make_runner(model, args.backend, threads=args.threads)
+    result = evaluate_folder(runner, root / args.split, root / f"{args.split}annot", model.num_classes, ignore)
     result["iou"] = dict(zip(model.class_names, (round(v, 4) for v in result["iou"])))
     print(json.dumps(result, indent=2))
+
+
+def quantize(args: argparse.Namespace) -> None:
+    from segsvc.evaluate import evaluate_folder
+    from segsvc.onnx_backend import make_runner
+    from segsvc.quantize import quantize_model_dir
+    from segsvc.serialization import DEFAULT_MODEL_DIR, load_model
+
+    model_dir = DEFAULT_MODEL_DIR if args.model_dir == "default" else Path(args.model_dir)
+    out = quantize_model_dir(model_dir, args.calibration, args.images, args.method)
+    print(f"wrote {out}")
+    masks = Path(args.masks) if args.masks else calibration_masks(Path(args.calibration))
+    if masks is None:
+        print("no masks beside the calibration images (DIR/../masks or DIRannot): accuracy check skipped")
+        return
+    model = load_model(model_dir)
+    ignore = model.ignore_index if model.ignore_index is not None else 255
+    for backend in ("onnx", "int8"):
+        result = evaluate_folder(make_runner(model, backend, threads=1), args.calibration, masks, model.num_classes, ignore)
+        ious = " ".join(f"{name}={v:.3f}" for name, v in zip(model.class_names, result["iou"]))
+        print(f"{'fp32' if backend == 'onnx' else 'int8'}: mIoU {result['miou']:.4f} over {result['images']} images ({ious})")
+
+
+def calibration_masks(images: Path) -> Path | None:
+    """Masks for a calibration folder, by the layouts segsvc trains on: images/ -> masks/, train/ -> trainannot/."""
+    for candidate in (images.parent / "masks" if images.name == "images" else None, images.parent / f"{images.name}annot"):
+        if candidate is not None and candidate.is_dir():
+            return candidate
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
     explicit = argv is not None
     argv = list(argv if explicit else sys.argv[1:])
+    if argv and argv[0] == "predict":
+        from training.predict_writer import run_predict
+
+        run_predict(argv[1:])
+        return
     if not argv or argv[0] in LIGHTNING_COMMANDS or argv[0].startswith("-"):
         run_lightning(argv if explicit else None)
         return
@@ -116,11 +189,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("model_dir")
     p.add_argument("--tag", default=None)
     p.set_defaults(func=import_to_store)
+    p = commands.add_parser("data", help="look at a dataset before training on it")
+    p.add_argument("action", choices=("check",), help="check: statistics per split and fit's refusals")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="--config X.yaml and dotted overrides, as for fit")
+    p.set_defaults(func=data_check)
     p = commands.add_parser("evaluate", help="score a model folder on a CamVid-layout split at full resolution")
     p.add_argument("model", help="model folder, or 'default' for the shipped model")
     p.add_argument("--root", default=None, help="CamVid folder (default: $SEGSVC_DATA_ROOT/camvid)")
     p.add_argument("--split", default="test")
+    p.add_argument("--backend", choices=("torch", "onnx", "int8"), default="torch")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
     p.set_defaults(func=evaluate)
+    p = commands.add_parser("quantize", help="write the int8 form of a model folder (ONNX Runtime, static)")
+    p.add_argument("model_dir", help="model folder, or 'default' for the shipped model")
+    p.add_argument("--calibration", required=True, help="folder of representative images (recursive)")
+    p.add_argument("--images", type=int, default=32, help="calibration images, spread over the folder")
+    p.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax")
+    p.add_argument("--masks", default=None, help="masks for the accuracy check (default: found beside the images)")
+    p.set_defaults(func=quantize)
     args = parser.parse_args(argv)
     try:
         args.func(args)

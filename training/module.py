@@ -30,6 +30,7 @@ class SegmentationModule(pl.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         architecture: Literal["segsvc", "smp_linknet"] = "segsvc",
+        init_model: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -37,6 +38,8 @@ class SegmentationModule(pl.LightningModule):
         self.model.class_names = list(class_names) if class_names else self.model.class_names
         self.model.palette = [tuple(c) for c in palette] if palette else self.model.palette
         self.model.ignore_index = ignore_index
+        if init_model is not None:  # warm start: a model folder, or "default" for the shipped one
+            self.model.load_state_dict(load_init_state(init_model, architecture), strict=True)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model = torch.compile(self.model) if compile else self.model
@@ -130,6 +133,16 @@ class SegmentationModule(pl.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def load_init_state(init_model: str, architecture: str) -> dict[str, torch.Tensor]:
+    """The unfused float32 weights of a segsvc model folder (or the shipped default) to start training from."""
+    from segsvc.serialization import DEFAULT_MODEL_DIR, load_model
+
+    if architecture != "segsvc":
+        raise ValueError("init_model needs architecture 'segsvc'")
+    model = load_model(DEFAULT_MODEL_DIR if init_model == "default" else init_model, fuse=False)
+    return {k: v.float() for k, v in model.state_dict().items()}
 
 
 def build_linknet(num_classes: int, encoder_weights: str | None) -> nn.Module:

@@ -203,7 +203,7 @@ def load_any_model(model: str) -> nn.Module:
     if path.is_file() and path.suffix == ".ckpt":
         from training.module import SegmentationModule
 
-        module = SegmentationModule.load_from_checkpoint(path, map_location="cpu", encoder_weights=None, compile=False)
+        module = SegmentationModule.load_from_checkpoint(path, map_location="cpu", encoder_weights=None, init_model=None, compile=False)
         inference = module.model.eval().float()
         if module.hparams.architecture == "segsvc":
             fuse_batchnorm(inference)  # as `segsvc.load_model` does, so the masks equal an exported model's
