@@ -160,14 +160,6 @@ def to_tensors(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch
     return image_tensor, torch.from_numpy(np.ascontiguousarray(mask)).long()
 
 
-def class_pixel_counts(dataset: SegmentationDataset) -> np.ndarray:
-    counts = np.zeros(dataset.num_classes, dtype=np.int64)
-    for index in range(len(dataset)):
-        mask = dataset.load(index)[1]
-        counts += np.bincount(mask[mask != dataset.ignore_index].ravel(), minlength=dataset.num_classes)[: dataset.num_classes]
-    return counts
-
-
 def enet_class_weights(counts: np.ndarray, c: float = 1.02) -> np.ndarray:
     """w = 1 / ln(c + p_class) (Paszke et al., ENet, 2016): rare classes weigh more, bounded by 1/ln(c)."""
     frequency = counts / max(counts.sum(), 1)

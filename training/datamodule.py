@@ -22,11 +22,10 @@ from segsvc.data import (
     EvalTransform,
     SegmentationDataset,
     TrainTransform,
-    class_pixel_counts,
     list_pairs,
     split_off,
 )
-from segsvc.datacheck import Report, check, fingerprint, load_cached, measure, save_cached
+from segsvc.datacheck import Report, SplitStats, check, fingerprint, load_cached, measure, save_cached
 from segsvc.masks import CocoImage, MaskError, MaskFormat, read_coco
 
 SPLITS = ("train", "val", "test")
@@ -93,6 +92,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.annotations, self.background_class = annotations, background_class
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.datasets: dict[str, SegmentationDataset] = {}
+        self.stats: dict[str, SplitStats] = {}  # the last data check's, per split
 
     def split_folder(self, split: str) -> Path:
         """`root/<split>`; for train, a flat `root` when there is no `root/train`."""
@@ -180,10 +180,11 @@ class SegmentationDataModule(pl.LightningDataModule):
             key = f"{split}:{fingerprint(dataset.pairs, self.mask_format, self.class_names)}"
             cached = load_cached(out_dir / "data_check.json", key) if out_dir else None
             if cached is None:
-                cached = measure((dataset.load(i)[1] for i in range(len(dataset))), self.num_classes, self.ignore_index)
+                cached = self.measure_split(split)
                 if out_dir:
                     save_cached(out_dir / "data_check.json", key, cached)
             stats[split] = cached
+        self.stats.update(stats)
         report = check(stats, self.class_names, self.mask_format, self.crop_size)
         if out_dir:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -191,8 +192,15 @@ class SegmentationDataModule(pl.LightningDataModule):
             (out_dir / "data_check.txt").write_text("\n".join(lines) + "\n")
         return report
 
+    def measure_split(self, split: str) -> SplitStats:
+        dataset = self.dataset(split)
+        return measure((dataset.load(i)[1] for i in range(len(dataset))), self.num_classes, self.ignore_index)
+
     def train_class_counts(self) -> np.ndarray:
-        return class_pixel_counts(self.dataset("train"))
+        """Pixels per class in the train masks: from fit's data check when it ran, else counted now."""
+        if "train" not in self.stats:
+            self.stats["train"] = self.measure_split("train")
+        return np.asarray(self.stats["train"].class_pixels, dtype=np.int64)
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(
