@@ -71,10 +71,15 @@ def rasterize(polygon_list: list[Polygon], shape: tuple[int, int]) -> np.ndarray
     return canvas
 
 
-def confidence_png(confidence: np.ndarray) -> bytes:
-    """float (H, W) in [0, 1] -> 8-bit grayscale PNG bytes, round(confidence * 255)."""
+def confidence_image(confidence: np.ndarray) -> Image.Image:
+    """float (H, W) in [0, 1] -> 8-bit grayscale image, round(confidence * 255)."""
     levels = np.clip(np.rint(confidence * 255.0), 0, 255).astype(np.uint8)
-    return png_bytes(Image.fromarray(levels, mode="L"))
+    return Image.fromarray(levels, mode="L")
+
+
+def confidence_png(confidence: np.ndarray) -> bytes:
+    """float (H, W) in [0, 1] -> 8-bit grayscale PNG bytes (`confidence_image`)."""
+    return png_bytes(confidence_image(confidence))
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -100,7 +100,7 @@ class Segmenter:
         rgb = read_image(image)
         mask, confidence = await self.infer(rgb, confidence=output == "confidence")
         if confidence is not None:
-            return Image.fromarray(np.rint(confidence * 255).astype(np.uint8), mode="L")
+            return encodings.confidence_image(confidence)
         return palettized(mask, self.model.palette)
 
     @bentoml.api
