@@ -13,12 +13,20 @@ from pathlib import Path
 WIDTH, HEIGHT, MARGIN = 640, 300, 48
 
 
-def read_series(paths: list[Path], column: str) -> list[tuple[float, float]]:
-    """(epoch, value) over one or more metrics.csv files (a resumed run writes a new one), later files winning."""
+def read_series(paths: list[Path], column: str, chain: bool = False) -> list[tuple[float, float]]:
+    """(epoch, value) over one or more metrics.csv files, later files winning.
+
+    A resumed run writes a new file that goes on counting epochs; a warm restart (`init_model`) counts from 0
+    again: with `chain`, each file's epochs follow the previous file's last one.
+    """
     series: dict[float, float] = {}
+    offset = 0.0
     for path in paths:
         with path.open() as f:
-            series.update((float(row["epoch"]), float(row[column])) for row in csv.DictReader(f) if row.get(column))
+            rows = [row for row in csv.DictReader(f) if row.get("epoch")]
+        series.update((offset + float(row["epoch"]), float(row[column])) for row in rows if row.get(column))
+        if chain and rows:
+            offset += max(float(row["epoch"]) for row in rows) + 1
     return sorted(series.items())
 
 
@@ -39,8 +47,10 @@ def main() -> None:
     parser.add_argument("metrics", type=Path, nargs="+", help="CSVLogger metrics.csv files, oldest first")
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--title", default="")
+    parser.add_argument("--chain", action="store_true", help="each file continues the previous one's epochs (warm restarts)")
     args = parser.parse_args()
-    loss, miou = read_series(args.metrics, "train/loss_epoch"), read_series(args.metrics, "val/miou")
+    loss = read_series(args.metrics, "train/loss_epoch", args.chain)
+    miou = read_series(args.metrics, "val/miou", args.chain)
     x_max = max(x for x, _ in loss + miou)
     lo, hi = min(y for _, y in loss), max(y for _, y in loss)
     parts = [

@@ -5,9 +5,11 @@ Bad data fails loudly and names the file: unreadable images, size mismatches, la
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import albumentations as A
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI for a newer version at import
+import albumentations as A  # noqa: E402
 import cv2
 import numpy as np
 import torch

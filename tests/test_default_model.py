@@ -24,7 +24,7 @@ def test_default_model_scores_above_floor_on_camvid_mini(camvid_mini):
     model = segsvc.load_default_model()
     result = evaluate_folder(model, camvid_mini / "test", camvid_mini / "testannot", 11, CAMVID_IGNORE_INDEX)
     assert result["images"] == 4
-    assert result["miou"] > 0.5, result  # measured 0.605; an untrained or mangled model scores < 0.1
+    assert result["miou"] > 0.6, result  # measured 0.631 (full test split: 0.632); an untrained or mangled model scores < 0.1
 
 
 def test_evaluate_cli_prints_json(camvid_mini):

@@ -36,7 +36,6 @@ def test_default_int8_agrees_with_fp32_on_every_camvid_mini_test_image(default_r
         assert agreement >= 0.97, f"{dataset.pairs[index][0].name}: int8 agrees with fp32 on {agreement:.4f} of pixels"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 open: the int8 form misses this target (README, INT8); strict, so it is noticed when it passes")
 def test_default_int8_miou_is_within_0_02_of_fp32(default_runners, camvid_mini):
     model, fp32, int8 = default_runners
     scores = [

@@ -1,10 +1,13 @@
-"""A picture per validation epoch: image | ground truth overlay | prediction overlay, for a few val images.
+"""Callbacks: validation overlays and epoch timing.
 
-Written as `overlays/epochNNN.png` beside the logs, and as the image `val/overlays` in TensorBoard.
+ValidationOverlays: a picture per validation epoch (image | ground truth overlay | prediction overlay, for a
+few val images), written as `overlays/epochNNN.png` beside the logs and as the image `val/overlays` in
+TensorBoard.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,3 +43,20 @@ class ValidationOverlays(pl.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("val/overlays", picture, trainer.global_step, dataformats="HWC")
+
+
+class EpochTimer(pl.Callback):
+    """Logs each epoch's training time and images/s (`time/epoch_s`, `time/images_per_s`), validation excluded."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start = self.end = time.perf_counter()
+        self.images = 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+        self.images += len(batch[0])
+        self.end = time.perf_counter()  # validation runs before on_train_epoch_end: stop the clock here
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        seconds = max(self.end - self.start, 1e-9)
+        pl_module.log("time/epoch_s", seconds)
+        pl_module.log("time/images_per_s", self.images * trainer.world_size / seconds)
