@@ -118,11 +118,11 @@ def predict_tiled(
         return run_logits(model, preprocess(rgb[top:bottom, left:right]))[0, :, : bottom - top, : right - left]
 
     for top, logits in blended_bands(height, width, tile_size, tile_overlap, tile_logits):
-        bottom = top + logits.shape[1]
-        mask[top:bottom] = logits.argmax(axis=0)
-        if scores is not None:
-            for row in range(0, logits.shape[1], 64):  # in strips: no band-sized temporaries
-                scores[top + row : min(top + row + 64, bottom)] = max_softmax(logits[:, row : row + 64])
+        for row in range(0, logits.shape[1], 64):  # in strips: no band-sized (int64) temporaries
+            strip = logits[:, row : row + 64]
+            mask[top + row : top + row + strip.shape[1]] = strip.argmax(axis=0)
+            if scores is not None:
+                scores[top + row : top + row + strip.shape[1]] = max_softmax(strip)
     del logits
     return_memory_to_os()
     return mask, scores

@@ -77,9 +77,9 @@ def blended_bands(
         done = rows[i + 1] - top if i + 1 < len(rows) else bottom - top  # rows no later tile touches
         np.divide(logits[:, :done], weight[:done], out=logits[:, :done])
         yield top, logits[:, :done]
-        # slide the band down: the rows still open move to the top, the rest starts from zero
+        # slide the band down: the rows still open move to the top, the rest starts from zero; class by
+        # class, so the temporary copy is one class's rows, not the band's
         keep = band_height - done
-        logits[:, :keep] = logits[:, done:].copy()
-        logits[:, keep:] = 0
-        weight[:keep] = weight[done:].copy()
-        weight[keep:] = 0
+        for channel in (*logits, weight):
+            channel[:keep] = channel[done:].copy()
+            channel[keep:] = 0

@@ -100,8 +100,8 @@ class Segmenter:
         rgb = read_image(image)
         mask, confidence = await self.infer(rgb, confidence=output == "confidence")
         if confidence is not None:
-            return encodings.confidence_image(confidence)
-        return palettized(mask, self.model.palette)
+            return encodings.fast_png(encodings.confidence_image(confidence))
+        return encodings.fast_png(palettized(mask, self.model.palette))
 
     @bentoml.api
     async def segment_json(
@@ -142,7 +142,7 @@ class Segmenter:
         """The image with the coloured mask blended on it (opacity = the mask's weight), as a PNG."""
         rgb = read_image(image)
         mask, _ = await self.infer(rgb)
-        return Image.fromarray(overlay(rgb, mask, self.model.palette, alpha=opacity))
+        return encodings.fast_png(Image.fromarray(overlay(rgb, mask, self.model.palette, alpha=opacity)))
 
     @bentoml.api(route="/model")
     def model_info(self) -> dict[str, Any]:

@@ -138,11 +138,11 @@ def evaluate(args: argparse.Namespace) -> None:
 def quantize(args: argparse.Namespace) -> None:
     from segsvc.evaluate import evaluate_folder
     from segsvc.onnx_backend import make_runner
-    from segsvc.quantize import quantize_model_dir
+    from segsvc.quantize import FLOAT_NODES, quantize_model_dir
     from segsvc.serialization import DEFAULT_MODEL_DIR, load_model
 
     model_dir = DEFAULT_MODEL_DIR if args.model_dir == "default" else Path(args.model_dir)
-    out = quantize_model_dir(model_dir, args.calibration, args.images, args.method)
+    out = quantize_model_dir(model_dir, args.calibration, args.images, args.method, () if args.all_int8 else FLOAT_NODES)
     print(f"wrote {out}")
     masks = Path(args.masks) if args.masks else calibration_masks(Path(args.calibration))
     if masks is None:
@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--images", type=int, default=32, help="calibration images, spread over the folder")
     p.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax")
     p.add_argument("--masks", default=None, help="masks for the accuracy check (default: found beside the images)")
+    p.add_argument("--all-int8", action="store_true", help="no float layers: faster, less accurate (README, INT8)")
     p.set_defaults(func=quantize)
     args = parser.parse_args(argv)
     try:
