@@ -11,7 +11,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 40_000_000
 
@@ -57,7 +57,8 @@ def check_pixels(size: tuple[int, int], max_pixels: int) -> None:
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
     """A PIL image of any mode -> RGB uint8 (H, W, 3), EXIF orientation applied."""
-    image = ImageOps.exif_transpose(image)
+    if image.getexif().get(ExifTags.Base.Orientation, 1) not in (None, 1):  # exif_transpose copies even when upright
+        image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         gray = np.asarray(image).astype(np.float64)
         high = 65535.0 if image.mode.startswith("I;16") or gray.max() > 255 else 255.0

@@ -131,6 +131,7 @@ def predict_tiled(
 def max_softmax(logits: np.ndarray) -> np.ndarray:
     """Logits (K, H, W) -> the largest softmax probability (H, W) float32."""
     # max softmax = 1 / sum_k exp(logit_k - max_k logit): no full softmax tensor needed
+    logits = logits.astype(np.float32, copy=False)
     shifted = logits - logits.max(axis=0, keepdims=True)
     return (1.0 / np.exp(shifted).sum(axis=0)).astype(np.float32)
 

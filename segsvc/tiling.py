@@ -49,13 +49,16 @@ def blend_window(height: int, width: int, overlap: int, floor: float = 0.01) -> 
 
 
 def blended_bands(
-    height: int, width: int, tile_size: int, overlap: int, tile_logits: TileLogits
+    height: int, width: int, tile_size: int, overlap: int, tile_logits: TileLogits, dtype: type = np.float16
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Run `tile_logits` over a tile grid and yield (top, logits (K, rows, width)): the window-weighted
     mean of the overlapping tiles' logits for image rows [top, top + rows), bands in order, covering the image.
 
-    Only one band of tile rows, (K, tile_size, width) float32, is alive at a time; a yielded band is
-    overwritten after the consumer's next step, so copy what you keep.
+    Only one band of tile rows, (K, tile_size, width) of `dtype`, is alive at a time; a yielded band is
+    overwritten after the consumer's next step, so copy what you keep. Each tile's weighted logits are
+    computed in float32 and summed into the band in `dtype`: float16 by default, half the memory (0.12 GB
+    for 11 classes x 768 x 7200); its 3 significant digits can change an argmax only where two classes'
+    blended logits are within about 0.01 of each other.
     """
     rows, columns = tile_starts(height, tile_size, overlap), tile_starts(width, tile_size, overlap)
     band_height = min(tile_size, height)
@@ -68,7 +71,7 @@ def blended_bands(
             right = min(left + tile_size, width)
             tile = tile_logits(top, left, bottom, right)
             if logits is None:
-                logits = np.zeros((tile.shape[0], band_height, width), np.float32)
+                logits = np.zeros((tile.shape[0], band_height, width), dtype)
             shape = (bottom - top, right - left)
             window = windows.setdefault(shape, blend_window(*shape, overlap))
             tile *= window
