@@ -39,12 +39,19 @@ def test_train_transform_keeps_mask_labels_nearest(camvid_mini):
 
 
 def test_eval_transform_matches_library_preprocessing():
+    """Training's float arithmetic and inference's lookup table give the same batch, bit for bit."""
     from segsvc.predict import preprocess
 
     image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
     tensor, mask = EvalTransform(255)(image, np.zeros((50, 70), np.uint8))
     np.testing.assert_array_equal(tensor.numpy(), preprocess(image)[0])
     assert mask.shape == (64, 96) and (mask[50:] == 255).all()
+    every_value = np.arange(256 * 3, dtype=np.int64).reshape(16, 16, 3) % 256
+    for array in (every_value.astype(np.uint8), np.ascontiguousarray(image[:1, :1]), image[7:40:2, 3:69]):  # views too
+        tensor, _ = EvalTransform(255)(array, np.zeros(array.shape[:2], np.uint8))
+        batch = preprocess(array)
+        assert batch.flags.c_contiguous and batch.dtype == np.float32
+        np.testing.assert_array_equal(tensor.numpy(), batch[0])
 
 
 def test_size_mismatch_names_both_files(tmp_path):
