@@ -34,7 +34,7 @@ def command(name: str, root: Path, epochs: int, workers: int, args: argparse.Nam
     init = ["--model.init_model", args.init[list(RUNS).index(name)]] if args.init else []
     return [
         sys.executable, "-m", "training.cli", "fit", "--config", args.config,
-        "--data.init_args.root", args.data, "--model.encoder_weights", str(args.weights).replace("None", "null"),
+        "--data.init_args.root", args.data, "--model.encoder_weights", args.weights or "null",
         "--data.init_args.num_workers", str(workers), "--trainer.max_epochs", str(epochs),
         "--trainer.default_root_dir", str(root / name),
         "--trainer.logger", "pytorch_lightning.loggers.CSVLogger", "--trainer.logger.init_args.save_dir", str(root / name),
@@ -47,8 +47,8 @@ def launch(root: Path, epochs: int, args: argparse.Namespace, extra: list[str] =
     procs = {}
     for name, workers in zip(RUNS, args.workers):
         (root / name).mkdir(parents=True, exist_ok=True)
-        log = open(root / f"{name}.log", "w")
-        procs[name] = subprocess.Popen(command(name, root, epochs, workers, args, list(extra)), stdout=log, stderr=subprocess.STDOUT)
+        with open(root / f"{name}.log", "w") as log:  # the child keeps its own copy of the descriptor
+            procs[name] = subprocess.Popen(command(name, root, epochs, workers, args, list(extra)), stdout=log, stderr=subprocess.STDOUT)
     return procs
 
 
@@ -66,11 +66,19 @@ def wait(procs: dict[str, subprocess.Popen], deadline: float) -> dict[str, int |
     return {name: p.returncode for name, p in procs.items()}
 
 
+def metrics_file(run_dir: Path) -> Path | None:
+    """The CSV log of the run's latest version, or None before it wrote one."""
+    files = sorted(run_dir.glob("lightning_logs/version_*/metrics.csv"))
+    return files[-1] if files else None
+
+
 def metrics(run_dir: Path) -> list[dict[str, str]]:
     import csv
 
-    files = sorted(run_dir.glob("lightning_logs/version_*/metrics.csv"))
-    return list(csv.DictReader(open(files[-1]))) if files else []
+    if (path := metrics_file(run_dir)) is None:
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
 
 
 def column(rows: list[dict[str, str]], key: str) -> list[float]:
@@ -140,9 +148,8 @@ def main() -> None:
             "val_miou_last": (column(rows, "val/miou") or [None])[-1],
             "val_miou_best": max(column(rows, "val/miou") or [0]),
         }
-        files = sorted(root.glob(f"{name}/lightning_logs/version_*/metrics.csv"))
-        if files:
-            shutil.copy(files[-1], out / f"{name}_metrics.csv")
+        if (path := metrics_file(root / name)) is not None:
+            shutil.copy(path, out / f"{name}_metrics.csv")
         shutil.copy(root / f"{name}.log", out / f"{name}.log")
         last = root / name / "checkpoints" / "last.ckpt"
         if last.exists():

@@ -14,19 +14,31 @@ from segsvc.predict import Backend, predict_mask
 
 
 def evaluate_folder(
-    model: nn.Module | Backend, image_dir: str | Path, mask_dir: str | Path, num_classes: int, ignore_index: int
+    model: nn.Module | Backend,
+    image_dir: str | Path,
+    mask_dir: str | Path,
+    num_classes: int,
+    ignore_index: int,
+    reference: nn.Module | Backend | None = None,
 ) -> dict:
-    """mIoU, per-class IoU and pixel accuracy over every image/mask pair, each at its own full size."""
+    """mIoU, per-class IoU and pixel accuracy over every image/mask pair, each at its own full size; with a
+    `reference` model, also the share of pixels where both predict the same class ("agreement", per image)."""
     dataset = SegmentationFolder(image_dir, mask_dir, num_classes, ignore_index)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    agreement = []
     for index in range(len(dataset)):
         image, mask = dataset.load(index)
         prediction = predict_mask(model, image)
         confusion += confusion_matrix(torch.from_numpy(prediction).long(), torch.from_numpy(mask.astype(np.int64)), num_classes, ignore_index)
+        if reference is not None:
+            agreement.append(float((prediction == predict_mask(reference, image)).mean()))
     iou = iou_per_class(confusion)
-    return {
+    result = {
         "images": len(dataset),
         "miou": float(iou.nanmean()),
         "pixel_accuracy": pixel_accuracy(confusion),
         "iou": iou.tolist(),
     }
+    if reference is not None:
+        result["agreement"] = agreement
+    return result

@@ -1,0 +1,71 @@
+"""Which layers to leave in float in the int8 model: each variant's mIoU and its pixel agreement with fp32.
+
+    python benchmarks/int8_variants.py --model runs/gpu/train_model --split val      # the README's INT8 table
+    python benchmarks/int8_variants.py --model M --variants all-int8 shipped --limit 5   # a quick look
+
+Choose on a split the model did not train on: the shipped model trains on train+val, so the README's table
+comes from its train-only twin on val. Every variant is calibrated on the same 32 train images (MinMax,
+reduce_range, as `segsvc quantize`) and run by ONNX Runtime at 2 threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from segsvc.data import CAMVID_IGNORE_INDEX
+from segsvc.evaluate import evaluate_folder
+from segsvc.onnx_backend import OnnxBackend, export_onnx
+from segsvc.quantize import FLOAT_NODES, calibration_images, quantize_onnx
+from segsvc.serialization import load_model
+from training.datamodule import default_data_root
+
+ENCODER, DECODER = "/encoder/features.{}/", "/decoder/stages.{}/"
+VARIANTS = {
+    "all-int8": (),
+    "features.0": (ENCODER.format(0),),
+    "features.0-1": tuple(ENCODER.format(i) for i in range(2)),
+    "features.0-1 + decoder.2-3": (*(ENCODER.format(i) for i in range(2)), DECODER.format(2), DECODER.format(3)),
+    "features.0-2": tuple(ENCODER.format(i) for i in range(3)),
+    "features.0-3": tuple(ENCODER.format(i) for i in range(4)),
+    "shipped": FLOAT_NODES,  # features.0-2 + decoder.3
+    "features.0-2 + decoder.2-3": (*(ENCODER.format(i) for i in range(3)), DECODER.format(2), DECODER.format(3)),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="model folder")
+    parser.add_argument("--root", default=str(default_data_root() / "camvid"), help="CamVid-layout folder")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
+    args = parser.parse_args()
+    model, root = load_model(args.model), Path(args.root)
+    ignore = model.ignore_index if model.ignore_index is not None else CAMVID_IGNORE_INDEX
+    with tempfile.TemporaryDirectory() as tmp:
+        images, masks = root / args.split, root / f"{args.split}annot"
+        if args.limit:  # a folder of links to the first N pairs
+            images, masks = Path(tmp) / "images", Path(tmp) / "masks"
+            for folder, source in ((images, root / args.split), (masks, root / f"{args.split}annot")):
+                folder.mkdir()
+                for path in sorted(source.iterdir())[: args.limit]:
+                    (folder / path.name).symlink_to(path.resolve())
+        fp32_path = export_onnx(model, Path(tmp) / "fp32.onnx")
+        fp32 = OnnxBackend(fp32_path, threads=2)
+        score = evaluate_folder(fp32, images, masks, model.num_classes, ignore)["miou"]
+        print(f"fp32 mIoU {score:.4f} on {args.split}\n")
+        print("| float layers | mIoU | agreement with fp32: mean / worst image |\n|---|---|---|")
+        files = calibration_images(root / "train", 32)
+        for name in args.variants:
+            path = quantize_onnx(fp32_path, Path(tmp) / "int8.onnx", files, float_nodes=VARIANTS[name])
+            result = evaluate_folder(OnnxBackend(path, threads=2), images, masks, model.num_classes, ignore, reference=fp32)
+            agreement = result["agreement"]
+            print(f"| {name} | {result['miou']:.4f} | {np.mean(agreement):.1%} / {min(agreement):.1%} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
