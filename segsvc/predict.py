@@ -17,7 +17,7 @@ from torch import nn
 
 from segsvc.images import to_rgb_array
 from segsvc.sizes import padded_size
-from segsvc.tiling import blended_bands
+from segsvc.tiling import argmax_classes, blended_blocks
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -119,7 +119,7 @@ def predict_tiled(
     model: nn.Module | Backend, rgb: np.ndarray, confidence: bool, tile_size: int, tile_overlap: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """`predict` over overlapping tiles; each tile is normalised and padded on its own, so no float copy
-    of the whole image exists, and each finished band of blended logits is argmaxed and dropped."""
+    of the whole image exists, and each finished block of blended logits is argmaxed and dropped."""
     height, width = rgb.shape[:2]
     mask = np.empty((height, width), np.uint8)
     scores = np.empty((height, width), np.float32) if confidence else None
@@ -127,12 +127,11 @@ def predict_tiled(
     def tile_logits(top: int, left: int, bottom: int, right: int) -> np.ndarray:
         return run_logits(model, preprocess(rgb[top:bottom, left:right]))[0, :, : bottom - top, : right - left]
 
-    for top, logits in blended_bands(height, width, tile_size, tile_overlap, tile_logits):
-        for row in range(0, logits.shape[1], 64):  # in strips: no band-sized (int64) temporaries
-            strip = logits[:, row : row + 64]
-            mask[top + row : top + row + strip.shape[1]] = strip.argmax(axis=0)
-            if scores is not None:
-                scores[top + row : top + row + strip.shape[1]] = max_softmax(strip)
+    for top, left, logits in blended_blocks(height, width, tile_size, tile_overlap, tile_logits):
+        block = np.s_[top : top + logits.shape[1], left : left + logits.shape[2]]
+        mask[block] = argmax_classes(logits)
+        if scores is not None:
+            scores[block] = max_softmax(logits)
     del logits
     return_memory_to_os()
     return mask, scores

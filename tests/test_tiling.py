@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from PIL import Image
 
 import segsvc
 from segsvc.predict import predict, predict_mask
-from segsvc.tiling import blend_window, blended_bands, tile_starts
+from segsvc.tiling import argmax_classes, blend_window, blended_blocks, tile_starts
 
 WHOLE = 10**12  # a `tile_above` no image reaches: the whole-image path
 
@@ -45,6 +46,52 @@ def test_window_is_one_inside_and_floored_at_the_edges():
     assert np.all(np.diff(window[384, :384]) >= 0)  # rises monotonically towards the middle
 
 
+def blend(height: int, width: int, tile_size: int, overlap: int, tile_logits, carry_dtype=np.float16) -> np.ndarray:
+    """`blended_blocks` put together into (K, height, width), checking that the blocks cover each pixel once."""
+    out, covered = None, np.zeros((height, width), np.int32)
+    for top, left, block in blended_blocks(height, width, tile_size, overlap, tile_logits, carry_dtype):
+        assert block.dtype == np.float32
+        if out is None:
+            out = np.zeros((block.shape[0], height, width), np.float32)
+        out[:, top : top + block.shape[1], left : left + block.shape[2]] = block
+        covered[top : top + block.shape[1], left : left + block.shape[2]] += 1
+    np.testing.assert_array_equal(covered, 1)
+    return out
+
+
+def dense_blend(height: int, width: int, tile_size: int, overlap: int, tile_logits) -> np.ndarray:
+    """The window-weighted mean the plain way: every tile's weighted logits summed over the whole image, in float64."""
+    sums, weights = 0.0, 0.0
+    for top in tile_starts(height, tile_size, overlap):
+        for left in tile_starts(width, tile_size, overlap):
+            bottom, right = min(top + tile_size, height), min(left + tile_size, width)
+            window = blend_window(bottom - top, right - left, overlap).astype(np.float64)
+            place = [(top, height - bottom), (left, width - right)]
+            sums = sums + np.pad(tile_logits(top, left, bottom, right) * window, [(0, 0), *place])
+            weights = weights + np.pad(window, place)
+    return sums / weights
+
+
+# (height, width, tile size, overlap): one tile row; pixels under three tile rows and under three tile columns
+# (the last tile moved back: rows 0, 384, 416; columns ..., 768, 1152, 1216); another grid; one tile for all
+GRIDS = [(400, 1700, 512, 128), (900, 1700, 512, 128), (1000, 1300, 512, 128), (300, 200, 512, 128)]
+
+
+@pytest.mark.parametrize("height, width, tile_size, overlap", GRIDS)
+def test_blocks_are_the_window_weighted_mean(height, width, tile_size, overlap):
+    """Each tile sees different logits; the blocks equal the plain window-weighted mean, float32 up to its
+    rounding, float16 (the default: the rows waiting for the next tile row stored in half the memory) to 3 digits."""
+
+    def tile_logits(top: int, left: int, bottom: int, right: int) -> np.ndarray:
+        rng = np.random.default_rng(top * 10**5 + left)
+        return rng.normal(0, 4, (3, bottom - top, right - left)).astype(np.float32)
+
+    expected = dense_blend(height, width, tile_size, overlap, tile_logits)
+    for dtype, tolerance in ((np.float32, 1e-5), (np.float16, 1e-2)):
+        blended = blend(height, width, tile_size, overlap, tile_logits, dtype)
+        np.testing.assert_allclose(blended, expected, rtol=tolerance, atol=tolerance)
+
+
 def test_blending_leaves_no_seams():
     """Tiles that all see the same smooth logit field blend back into exactly that field: no seams, any grid."""
     height, width = 1000, 1700
@@ -56,12 +103,39 @@ def test_blending_leaves_no_seams():
         seen[top:bottom, left:right] += 1
         return field[:, top:bottom, left:right].copy()
 
-    for dtype, tolerance in ((np.float32, 1e-5), (np.float16, 4e-3)):  # float16: the default, half the memory
-        out = np.full_like(field, np.nan)
-        for top, band in blended_bands(height, width, 512, 128, tile_logits, dtype):
-            out[:, top : top + band.shape[1]] = band
-        np.testing.assert_allclose(out, field, rtol=tolerance, atol=tolerance)
+    for dtype, tolerance in ((np.float32, 1e-5), (np.float16, 4e-3)):
+        np.testing.assert_allclose(blend(height, width, 512, 128, tile_logits, dtype), field, rtol=tolerance, atol=tolerance)
     assert seen.min() >= 2 and seen.max() >= 8  # every pixel covered (twice: two runs), overlaps blended
+
+
+def test_blending_memory_grows_by_at_most_a_float16_band():
+    """What grows with the image's width stays within a float16 band of tile rows, (K, 768, width), on a
+    5400-high image, whose last tile row shares 736 rows with the one before; the tiles and their
+    temporaries, the same at any width, cancel out."""
+    classes, tile_size = 2, 768
+    tile = np.ones((classes, tile_size, tile_size), np.float32)
+
+    def tile_logits(top: int, left: int, bottom: int, right: int) -> np.ndarray:
+        return tile[:, : bottom - top, : right - left].copy()
+
+    def peak_memory(width: int) -> int:
+        tracemalloc.start()
+        try:
+            for _ in blended_blocks(5400, width, tile_size, 192, tile_logits):
+                pass
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    narrow, wide = 3600, 7200  # both grids of whole tiles
+    assert 0 < peak_memory(wide) - peak_memory(narrow) <= classes * tile_size * (wide - narrow) * 2
+
+
+def test_argmax_classes_is_np_argmax():
+    """Ties (plenty among small integers) go to the lowest class, as with np.argmax."""
+    logits = np.random.default_rng(0).integers(0, 4, (11, 70, 90)).astype(np.float32)
+    np.testing.assert_array_equal(argmax_classes(logits), logits.argmax(axis=0))
+    np.testing.assert_array_equal(argmax_classes(logits[:, 5:60, 7:80]), logits[:, 5:60, 7:80].argmax(axis=0))
 
 
 def test_small_images_are_unchanged(model, camvid_mini):
