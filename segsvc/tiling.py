@@ -144,19 +144,3 @@ def as_float32(array: np.ndarray) -> np.ndarray:
 def cast_into(out: np.ndarray, values: np.ndarray) -> None:
     """`out[...] = values`, cast to `out`'s dtype through torch (float32 -> float16 6-15x faster than numpy)."""
     torch.from_numpy(out).copy_(torch.from_numpy(values))
-
-
-def argmax_classes(logits: np.ndarray) -> np.ndarray:
-    """`logits.argmax(axis=0)` as uint8 for (K, H, W) float32, ties to the lowest class like np.argmax, as
-    a loop over classes of whole-plane comparisons (4x faster than np.argmax, which walks K per pixel)."""
-    best = logits[0].copy()
-    index = np.zeros(best.shape, np.uint8)
-    better = np.empty(best.shape, bool)
-    step = np.empty(best.shape, np.uint8)
-    for k in range(1, len(logits)):
-        np.greater(logits[k], best, out=better)  # strictly: a tie keeps the earlier class
-        # index = k where better: k exceeds every earlier index, so a maximum does it without a branchy masked copy
-        np.multiply(better, np.uint8(k), out=step)
-        np.maximum(index, step, out=index)
-        np.maximum(best, logits[k], out=best)
-    return index

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 import segsvc
-from segsvc.predict import predict, predict_mask
-from segsvc.tiling import argmax_classes, blend_window, blended_blocks, tile_starts
+from segsvc.predict import argmax_classes, predict, predict_mask
+from segsvc.tiling import blend_window, blended_blocks, tile_starts
 
 WHOLE = 10**12  # a `tile_above` no image reaches: the whole-image path
 
