@@ -185,3 +185,20 @@ def test_export_onnx_from_checkpoint(trained, tmp_path):
     from segsvc.onnx_backend import OnnxBackend
 
     assert OnnxBackend(tmp_path / "m.onnx").run_batch(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 11, 64, 64)
+
+
+def test_every_command_ends_its_process_group(tmp_path):
+    """A DDP group Lightning leaves alive is destroyed before exit, even on an error: else Gloo's threads can abort the exit."""
+    import torch.distributed as dist
+
+    from training.cli import main
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main(["export", str(tmp_path / "missing.ckpt"), "-o", str(tmp_path / "out")])
+        assert exited.value.code == 2
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

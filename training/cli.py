@@ -164,7 +164,27 @@ def calibration_masks(images: Path) -> Path | None:
     return None
 
 
+def end_process_group() -> None:
+    """Destroy a DDP process group before the interpreter finalises (Lightning leaves it alive).
+
+    Otherwise Gloo's worker threads can outlive the interpreter and abort the process at exit
+    ("terminate called without an active exception", exit -6) after all the work was done.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> None:
+    try:
+        run_command(argv)
+    finally:
+        if "torch" in sys.modules:  # nothing to end when the command never imported torch
+            end_process_group()
+
+
+def run_command(argv: list[str] | None) -> None:
     explicit = argv is not None
     argv = list(argv if explicit else sys.argv[1:])
     if argv and argv[0] == "predict":
