@@ -34,6 +34,23 @@ from segsvc.visualize import overlay, palettized
 from service.http import MAX_BYTES, MAX_PIXELS, PayloadTooLarge, RequestGate, http_error
 from service.store import ensure_default_model, model_tag
 
+
+
+def ask_for_huge_pages() -> None:
+    """Transparent huge pages for glibc's large allocations (glibc >= 2.35), in the workers started after this.
+
+    A tile of a large image allocates activations of up to ~60 MB, which glibc maps fresh for every tile and
+    the kernel then faults in 4 KB at a time: with 2 MB pages a 7200x5400 request took 15% less time
+    (README, Large images); 480x360 requests measured the same. `bentoml serve` imports this module before
+    it starts the workers, and they inherit the environment. A GLIBC_TUNABLES that already names
+    glibc.malloc.hugetlb (=0 turns this off) is left alone.
+    """
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.hugetlb" not in tunables:
+        os.environ["GLIBC_TUNABLES"] = ":".join(filter(None, (tunables, "glibc.malloc.hugetlb=1")))
+
+
+ask_for_huge_pages()
 ensure_default_model()
 THREADS_PER_WORKER = int(os.environ.get("SEGSVC_THREADS", "1"))
 WORKERS = os.environ.get("SEGSVC_WORKERS", "cpu_count")  # one process a core, one thread each

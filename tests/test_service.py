@@ -293,6 +293,39 @@ def test_service_does_not_import_lightning():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+def process_environments(marker: str) -> dict[str, dict[str, str]]:
+    """The environments of this machine's processes whose environment holds `marker` ("NAME=value"), by command line."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            entries = (proc / "environ").read_bytes().split(b"\0")
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # not a process, or gone
+            continue
+        if marker.encode() in entries:
+            found[f"{proc.name} {command}"] = dict(e.decode().split("=", 1) for e in entries if b"=" in e)
+    return found
+
+
+def test_workers_start_with_glibc_huge_pages(server):
+    """`bentoml serve` imports the service before it starts the workers, so they inherit the hugetlb tunable."""
+    workers = {c: env for c, env in process_environments(f"BENTOML_HOME={server.log.parent}").items() if "worker" in c}
+    assert len(workers) == 2, list(workers)
+    assert all("glibc.malloc.hugetlb=1" in env.get("GLIBC_TUNABLES", "").split(":") for env in workers.values())
+
+
+def test_huge_pages_keep_the_users_tunables():
+    code = (
+        "import os, service.service as s; print(os.environ['GLIBC_TUNABLES']); "
+        "os.environ['GLIBC_TUNABLES'] = 'glibc.malloc.hugetlb=0'; s.ask_for_huge_pages(); print(os.environ['GLIBC_TUNABLES'])"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENTOML_DO_NOT_TRACK": "true", "GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}
+    env["BENTOML_HOME"] = env.get("BENTOML_HOME", str(ROOT / ".pytest_cache" / "bentoml_home"))
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["glibc.malloc.arena_max=4:glibc.malloc.hugetlb=1", "glibc.malloc.hugetlb=0"]
+
+
 def test_a_stale_default_in_the_store_is_replaced_by_the_shipped_model(tmp_path):
     """The store outlives upgrades: an older `segsvc-camvid:latest` must not shadow the shipped model."""
     code = f"""
