@@ -3,7 +3,7 @@
     python benchmarks/profile_int8.py                      # the shipped default, 1 thread, 384x480
     python benchmarks/profile_int8.py --model models/mine --runs 50
 
-Both sessions run as a service worker runs them (1 thread, no arena), taking turns run by run; each node's
+Both sessions run as a service worker runs them (1 thread, ONNX Runtime's arena kept), taking turns run by run; each node's
 time is its median over `--runs` runs, grouped by the layer it belongs to. The summary splits the layers the int8 file quantises
 (pointwise and decoder convolutions, depthwise convolutions) from the ones it leaves in float and from the
 glue (reorders, transposes, (de)quantisation). Timings on shared machines are noisy: read the ratios.
@@ -28,14 +28,13 @@ LAYER = re.compile(r"/(encoder/features\.\d+(/conv/conv\.\d)?|decoder/stages\.\d
 
 
 def session(path: Path, prefix: Path):
-    """A profiling session run as a service worker runs it: 1 thread, no arena."""
+    """A profiling session run as a service worker runs it: 1 thread, the arena kept between small runs."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.enable_cpu_mem_arena = False
     options.log_severity_level = 3
     options.enable_profiling, options.profile_file_prefix = True, str(prefix)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

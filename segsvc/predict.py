@@ -133,6 +133,8 @@ def predict_tiled(
         if scores is not None:
             scores[block] = max_softmax(logits)
     del logits
+    if hasattr(model, "release_memory"):  # a backend holding buffers between runs (ONNX Runtime's arena)
+        model.release_memory()
     return_memory_to_os()
     return mask, scores
 
@@ -163,7 +165,7 @@ def max_softmax(logits: np.ndarray) -> np.ndarray:
 
 def return_memory_to_os() -> None:
     """Hand freed heap pages back to the OS (glibc `malloc_trim`), so that a worker that just ran a large
-    image drops back to its idle size; PyTorch's CPU allocator and ONNX Runtime without its arena
+    image drops back to its idle size; PyTorch's CPU allocator and ONNX Runtime's arena (once released)
     allocate with malloc. A no-op where the C library has no malloc_trim."""
     try:
         trim = ctypes.CDLL(None).malloc_trim  # the C library the process already runs with
