@@ -31,8 +31,10 @@ VARIANTS = {
     "features.0-1 + decoder.2-3": (*(ENCODER.format(i) for i in range(2)), DECODER.format(2), DECODER.format(3)),
     "features.0-2": tuple(ENCODER.format(i) for i in range(3)),
     "features.0-3": tuple(ENCODER.format(i) for i in range(4)),
-    "shipped": FLOAT_NODES,  # features.0-2 + decoder.3
+    "features.0-2 + decoder.3": (*(ENCODER.format(i) for i in range(3)), DECODER.format(3)),  # shipped before
     "features.0-2 + decoder.2-3": (*(ENCODER.format(i) for i in range(3)), DECODER.format(2), DECODER.format(3)),
+    "features.0-3 + decoder.2-3": (*(ENCODER.format(i) for i in range(4)), DECODER.format(2), DECODER.format(3)),
+    "shipped": FLOAT_NODES,  # features.0-2 + decoder.1-3
 }
 
 

@@ -25,7 +25,6 @@ def default_runners():
     return model, make_runner(model, "onnx", threads=1), make_runner(model, "int8", threads=1)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 open: one camvid_mini test image agrees on 96.5% (README, INT8); strict, so it is noticed when it passes")
 def test_default_int8_agrees_with_fp32_on_every_camvid_mini_test_image(default_runners, camvid_mini):
     model, fp32, int8 = default_runners
     assert isinstance(int8, OnnxBackend)
