@@ -28,14 +28,12 @@ LAYER = re.compile(r"/(encoder/features\.\d+(/conv/conv\.\d)?|decoder/stages\.\d
 
 
 def session(path: Path, prefix: Path):
-    """A profiling session run as a service worker runs it: 1 thread, the arena kept between small runs."""
+    """A profiling session with the backend's options (`segsvc.onnx_backend.session_options`), 1 thread."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
+    from segsvc.onnx_backend import session_options
+
+    options = session_options(threads=1)
     options.enable_profiling, options.profile_file_prefix = True, str(prefix)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 

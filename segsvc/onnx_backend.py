@@ -36,17 +36,28 @@ def export_onnx(model: nn.Module, path: str | Path) -> Path:
     return path
 
 
+def session_options(threads: int | None = None):
+    """ONNX Runtime session options as the backend runs: full graph optimisation, `threads` intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle pool threads sleep instead of spinning: spinning steals the cores that the service's other
+    # workers (and anything else on a small machine) need, and measured no faster here.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only: an export's unused initializers are not news
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return options
+
+
 class OnnxBackend:
     """Runs an exported model with ONNX Runtime on the CPU; pass it to `segsvc.predict_mask` like a model."""
 
     def __init__(self, path: str | Path, threads: int | None = None):
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle pool threads sleep instead of spinning: spinning steals the cores that the service's other
-        # workers (and anything else on a small machine) need, and measured no faster here.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # ORT's CPU arena reuses its buffers from run to run: a 768x768 tile of a large image ran ~7% faster
         # than with plain malloc, and the tiled image peaked lower. Left alone it would keep the largest
         # input's memory for the process's life, so runs above KEEP_ARENA_PIXELS hand it back at their end,
@@ -54,11 +65,7 @@ class OnnxBackend:
         # after every 384x480 run cost 7%, keeping it 1% faster than no arena.
         self.release = ort.RunOptions()
         self.release.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-        options.log_severity_level = 3  # errors only: an export's unused initializers are not news
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
 
     @classmethod
     def from_model(cls, model: nn.Module, threads: int | None = None) -> OnnxBackend:

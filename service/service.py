@@ -35,7 +35,6 @@ from service.http import MAX_BYTES, MAX_PIXELS, PayloadTooLarge, RequestGate, ht
 from service.store import ensure_default_model, model_tag
 
 
-
 def ask_for_huge_pages() -> None:
     """Transparent huge pages for glibc's large allocations (glibc >= 2.35), in the workers started after this.
 
