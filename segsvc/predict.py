@@ -22,13 +22,14 @@ from segsvc.tiling import blended_blocks
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 MULTIPLE = 32
-# Measured (2-core CPU, ONNX Runtime, 1 thread): per pixel a 768x768 tile costs 1.04x a 384x480 image,
-# 1024x1024 1.22x, 1536x1536 1.48x (cache), so 768. The model's argmax agrees with the whole image's only
-# ~150 px inside a tile edge; an overlap of 192 (1.97x the pixels of a 7200x5400 image in compute) agrees
-# on 99.3% of a 2048x2048 CamVid mosaic, 1024/320 on 99.5% at 2.2x the pixels (tests/test_tiling.py).
-# Up to 4 MP an image runs whole, exactly as before tiling existed.
-TILE_SIZE = 768
-TILE_OVERLAP = 192
+# Measured (2-core CPU, ONNX Runtime, 1 thread; README, Large images; benchmarks/tile_sweep.py): the model's
+# argmax agrees with the whole image's only ~150 px inside a tile edge, so tiles overlap by at least 128 px,
+# spread evenly (segsvc.tiling.tile_starts). 896/128 tiles agree with whole-image inference on 99.4% of a
+# 2048x2048 CamVid mosaic and compute 1.44x the pixels of a 7200x5400 image (70 tiles), in 0.75x the time
+# of 768/192 (130 tiles, 99.3%); 1024/320 agrees on 99.8% at 1.5x the time. Larger tiles cost more memory
+# and per pixel (cache): 1024x1024 1.15-1.2x a 384x480 image. Up to 4 MP an image runs whole.
+TILE_SIZE = 896
+TILE_OVERLAP = 128
 TILE_ABOVE_PIXELS = 2048 * 2048
 
 

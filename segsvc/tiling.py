@@ -19,18 +19,20 @@ TileLogits = Callable[[int, int, int, int], np.ndarray]
 
 
 def tile_starts(length: int, tile_size: int, overlap: int, align: int = 32) -> list[int]:
-    """Starts of tiles covering [0, length): `tile_size - overlap` apart, the last one moved back so that
-    it ends near `length`. Every start is a multiple of `align` (the model's total stride), so each tile
-    sees the same pixel grid as the whole image would; a tile may end before `tile_size` at the border."""
+    """Starts of the fewest tiles covering [0, length) with neighbours overlapping by at least `overlap`,
+    spread evenly: the slack goes into every overlap alike (more context for every seam) rather than all
+    into the last one. Every start is a multiple of `align` (the model's total stride), so each tile sees
+    the same pixel grid as the whole image would; the last tile may end at the image's edge before
+    `tile_size` (its start is rounded up to the grid)."""
     if tile_size % align or overlap % align or not 0 <= overlap < tile_size:
         raise ValueError(f"tile size {tile_size} and overlap {overlap} must be multiples of {align}, overlap < tile size")
     if length <= tile_size:
         return [0]
-    starts = list(range(0, length - tile_size, tile_size - overlap))
-    last = -(-(length - tile_size) // align) * align  # the last full tile's start, rounded up to the grid
-    if last > starts[-1]:
-        starts.append(last)
-    return starts
+    last = -(-(length - tile_size) // align)  # the last tile's start, in grid steps
+    stride = (tile_size - overlap) // align  # the longest step that keeps `overlap`
+    steps = -(-last // stride)
+    # floor(i * last / steps) steps apart by floor or ceil of last / steps, which is at most `stride`
+    return [i * last // steps * align for i in range(steps + 1)]
 
 
 def window_ramp(length: int, overlap: int, floor: float = 0.01) -> np.ndarray:
