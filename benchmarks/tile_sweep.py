@@ -4,8 +4,8 @@
     python benchmarks/tile_sweep.py --tiles 896/128 960/128 1024/256 --rounds 3
 
 Agreement: the tiled mask against the whole-image mask (ONNX Runtime fp32, the shipped default) on the
-2048x2048 CamVid mosaic that tests/test_tiling.py uses and on two CamVid test photos upscaled to 2048x2048
-(objects 4x their training size). Time: `predict_mask` on a 7200x5400 upscaled photo (the issue's image),
+2048x2048 CamVid mosaic that tests/test_tiling.py uses, a 4096x3072 one, and two CamVid test photos
+upscaled to 2048x2048 (objects 4x their training size). Time: `predict_mask` on a 7200x5400 upscaled photo (the issue's image),
 1 thread, in a second thread as the service runs it, settings taking turns round by round; with each run
 the rise of this process's resident memory above where it started. Start Python with
 GLIBC_TUNABLES=glibc.malloc.hugetlb=1 to match the service (it sets that for its workers). Noisy machines:
@@ -61,6 +61,15 @@ def timed_in_thread(run) -> tuple[float, int]:
     return seconds, peak[0]
 
 
+def large_mosaic(width: int, height: int) -> np.ndarray:
+    """camvid_mini's photos side by side at their own scale (480x360), repeated to width x height: seams
+    nearer the minimum overlap than on 2048 images, where 896/128 tiles share 320 px."""
+    photos = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(CAMVID.glob("*/*.png")) if "annot" not in p.parent.name]
+    across, down = -(-width // 480), -(-height // 360)
+    rows = [np.concatenate([photos[(across * r + c) % len(photos)] for c in range(across)], axis=1) for r in range(down)]
+    return np.ascontiguousarray(np.concatenate(rows, axis=0)[:height, :width])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiles", nargs="+", default=[f"{TILE_SIZE}/{TILE_OVERLAP}", "768/192"], help="SIZE/OVERLAP")
@@ -70,7 +79,7 @@ def main() -> None:
     backend = OnnxBackend.from_model(segsvc.load_default_model(), threads=1)
     photos = sorted((CAMVID / "test").iterdir())[:2]
 
-    images = {"2048 mosaic": camvid_mosaic(CAMVID)}
+    images = {"2048 mosaic": camvid_mosaic(CAMVID), "4096x3072 mosaic": large_mosaic(4096, 3072)}
     for path in photos:
         images[f"{path.stem} at 2048x2048"] = np.asarray(Image.open(path).convert("RGB").resize((2048, 2048), Image.BICUBIC))
     print("| tiles | " + " | ".join(images) + " |")

@@ -24,10 +24,11 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 MULTIPLE = 32
 # Measured (2-core CPU, ONNX Runtime, 1 thread; README, Large images; benchmarks/tile_sweep.py): the model's
 # argmax agrees with the whole image's only ~150 px inside a tile edge, so tiles overlap by at least 128 px,
-# spread evenly (segsvc.tiling.tile_starts). 896/128 tiles agree with whole-image inference on 99.4% of a
-# 2048x2048 CamVid mosaic and compute 1.44x the pixels of a 7200x5400 image (70 tiles), in 0.75x the time
-# of 768/192 (130 tiles, 99.3%); 1024/320 agrees on 99.8% at 1.5x the time. Larger tiles cost more memory
-# and per pixel (cache): 1024x1024 1.15-1.2x a 384x480 image. Up to 4 MP an image runs whole.
+# spread evenly, each seam blended across its whole overlap (segsvc.tiling). 896/128 tiles agree with
+# whole-image inference on 99.7% of a 2048x2048 CamVid mosaic and 99.4% of a 4096x3072 one, and compute
+# 1.45x the pixels of a 7200x5400 image (70 tiles), in 0.75x the time of 768/192 (130 tiles, 98.7% on
+# 4096x3072). Larger tiles agree more for fewer pixels but cost more memory and more per pixel (cache):
+# 1024/192 tiles peaked over 1.5 GB in a service worker. Up to 4 MP an image runs whole.
 TILE_SIZE = 896
 TILE_OVERLAP = 128
 TILE_ABOVE_PIXELS = 2048 * 2048

@@ -35,31 +35,42 @@ def tile_starts(length: int, tile_size: int, overlap: int, align: int = 32) -> l
     return [i * last // steps * align for i in range(steps + 1)]
 
 
-def window_ramp(length: int, overlap: int, floor: float = 0.01) -> np.ndarray:
-    """float32 (length,): 1 in the middle; towards each end it falls linearly from 1 at 3/4 `overlap`
-    to `floor` at `overlap` / 4 and stays there."""
-    if overlap == 0:
-        return np.ones(length, np.float32)
-    distance = np.minimum(np.arange(length) + 0.5, length - np.arange(length) - 0.5)  # to the nearer end
-    return np.clip((distance - overlap / 4) / (overlap / 2), floor, 1.0).astype(np.float32)
+def window_ramp(length: int, overlap: int, floor: float = 0.01, after: int | None = None) -> np.ndarray:
+    """float32 (length,): a tile's blending weights along one axis, 1 in the middle; towards each end it
+    falls linearly from 1 at 3/4 of that end's overlap to `floor` at 1/4 of it and stays there (the start's
+    overlap is `overlap`, the end's `after`, by default the same). A tile's outermost pixels saw the least
+    context (the model's predictions agree with whole-image ones only ~150 px inside a tile), so across an
+    overlap each tile hands over to its neighbour before its own edge. The floor keeps the image's own
+    borders, covered by one tile only, weighted. A tile's window is the outer product of its two ramps."""
+    position = np.arange(length) + 0.5
+    ramp = np.ones(length, np.float32)
+    for distance, width in ((position, overlap), (length - position, overlap if after is None else after)):
+        if width:
+            np.minimum(ramp, np.clip((distance - width / 4) / (width / 2), floor, 1.0), out=ramp, casting="unsafe")
+    return ramp
 
 
-def blend_window(height: int, width: int, overlap: int, floor: float = 0.01) -> np.ndarray:
-    """float32 (height, width): the outer product of two `window_ramp`s. A tile's outermost pixels saw the
-    least context (the model's predictions agree with whole-image ones only ~150 px inside a tile), so
-    across an overlap each tile hands over to its neighbour before its own edge. The floor keeps the
-    image's own borders, covered by one tile only, weighted."""
-    return np.outer(window_ramp(height, overlap, floor), window_ramp(width, overlap, floor))
+def axis_ramps(length: int, starts: list[int], tile_size: int, overlap: int) -> list[np.ndarray]:
+    """Each tile's `window_ramp` along one axis: each end hands over across the overlap the tile actually
+    shares with its neighbour there (at least `overlap`; `tile_starts` spreads the slack into every seam),
+    so a tile's edge pixels, which saw the least context, weigh less where there is room. The image's own
+    ends use `overlap` (every tile in that row or column alike, so it cancels out)."""
+    ends = [min(start + tile_size, length) for start in starts]
+    ramps = []
+    for i, (start, end) in enumerate(zip(starts, ends)):
+        before = ends[i - 1] - start if i > 0 else overlap
+        after = end - starts[i + 1] if i + 1 < len(starts) else overlap
+        ramps.append(window_ramp(end - start, before, after=after))
+    return ramps
 
 
-def summed_ramps(length: int, starts: list[int], tile_size: int, overlap: int) -> np.ndarray:
-    """float32 (length,): the ramps of all tiles along one axis, summed. The windows are outer products of
-    ramps and the tiles a grid of row starts x column starts, so all tiles' windows summed at pixel (y, x)
-    are the rows' sum at y times the columns' sum at x."""
+def summed_ramps(length: int, starts: list[int], ramps: list[np.ndarray]) -> np.ndarray:
+    """float32 (length,): the tiles' ramps along one axis, summed. The windows are outer products of ramps
+    and the tiles a grid of row starts x column starts, so all tiles' windows summed at pixel (y, x) are
+    the rows' sum at y times the columns' sum at x."""
     total = np.zeros(length, np.float32)
-    for start in starts:
-        end = min(start + tile_size, length)
-        total[start:end] += window_ramp(end - start, overlap)
+    for start, ramp in zip(starts, ramps):
+        total[start : start + len(ramp)] += ramp
     return total
 
 
@@ -77,10 +88,9 @@ def blended_blocks(
     0.01 of each other. Pixels that one tile alone covers are that tile's logits, untouched.
     """
     rows, columns = tile_starts(height, tile_size, overlap), tile_starts(width, tile_size, overlap)
-    row_weights = summed_ramps(height, rows, tile_size, overlap)
-    column_weights = summed_ramps(width, columns, tile_size, overlap)
+    row_ramps, column_ramps = axis_ramps(height, rows, tile_size, overlap), axis_ramps(width, columns, tile_size, overlap)
+    row_weights, column_weights = summed_ramps(height, rows, row_ramps), summed_ramps(width, columns, column_ramps)
     most_shared = max((min(top + tile_size, height) - below for top, below in zip(rows, rows[1:])), default=0)
-    windows: dict[tuple[int, int], np.ndarray] = {}
     carry = None  # (K, most_shared, width) of carry_dtype, allocated once K is known
     carried = 0  # carry's first rows hold this many of the current tile row's, as sums from the rows above
     for i, top in enumerate(rows):
@@ -92,15 +102,12 @@ def blended_blocks(
             finished_columns = (columns[j + 1] if j + 1 < len(columns) else right) - left
             shared_columns = previous_right - left if previous is not None else 0  # with the tile to the left
             tile = tile_logits(top, left, bottom, right)
-            if tile.shape[1:] not in windows:
-                windows[tile.shape[1:]] = blend_window(*tile.shape[1:], overlap)
-            window = windows[tile.shape[1:]]
 
             # pixels [alone_rows, alone_columns] are covered by this tile alone: they stay its logits, unweighted
             alone_rows = slice(min(carried, finished_rows), finished_rows)
             alone_columns = slice(min(shared_columns, finished_columns), finished_columns)
-            for part in around(alone_rows, alone_columns):
-                tile[(slice(None), *part)] *= window[part]
+            for part_rows, part_columns in around(alone_rows, alone_columns):  # weighted by the window there
+                tile[:, part_rows, part_columns] *= np.outer(row_ramps[i][part_rows], column_ramps[j][part_columns])
             if previous is not None:
                 tile[:, :, :shared_columns] += previous
             if carried:  # columns left of `previous_right` came in through `previous`; class by class: small temporaries
