@@ -112,6 +112,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.width, args.height, args.small, args.rounds = 2400, 1800, 10, 1
+    if args.rounds < 1 or args.small < 1:
+        parser.error("--rounds and --small must be at least 1")
     smalls = [p.read_bytes() for p in sorted((CAMVID / "test").iterdir()) + sorted((CAMVID / "val").iterdir())]
     big = large_jpeg(args.width, args.height)
     port = free_port()

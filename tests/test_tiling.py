@@ -59,6 +59,10 @@ def test_each_seam_hands_over_across_its_own_overlap():
     np.testing.assert_array_equal(ramps[0], window_ramp(896, 128, after=320))  # the image's own edge: 128
     np.testing.assert_array_equal(ramps[1], window_ramp(896, 320))
     np.testing.assert_array_equal(ramps[2], window_ramp(896, 320, after=128))
+    # uneven seams: 0, 288, 608, 896, 1216 share 224, 192, 224, 192; the last tile is 484 long
+    ramps = axis_ramps(1700, tile_starts(1700, 512, 128), 512, 128)
+    np.testing.assert_array_equal(ramps[1], window_ramp(512, 224, after=192))
+    np.testing.assert_array_equal(ramps[4], window_ramp(484, 192, after=128))
 
 
 def blend(height: int, width: int, tile_size: int, overlap: int, tile_logits, carry_dtype=np.float16) -> np.ndarray:
@@ -127,7 +131,7 @@ def test_blending_leaves_no_seams():
 def test_blending_memory_grows_by_at_most_a_float16_band():
     """What grows with the image's width stays within a float16 band of the rows that the tile rows of a
     5400-high image share (at most 256: rows 0, 512, ..., 4096, 4640); the tiles and their temporaries,
-    the same at any width, cancel out; the summed windows add a float32 per column."""
+    the same at any width, cancel out; the summed windows and the tiles' ramps add a few float32 per column."""
     classes, tile_size = 2, 768
     tile = np.ones((classes, tile_size, tile_size), np.float32)
 
