@@ -31,10 +31,9 @@ sys.path.insert(0, str(ROOT))
 import segsvc  # noqa: E402
 from segsvc.onnx_backend import OnnxBackend  # noqa: E402
 from segsvc.predict import TILE_OVERLAP, TILE_SIZE, predict_mask  # noqa: E402
-from tests.test_tiling import camvid_mosaic  # noqa: E402
+from tests.test_tiling import WHOLE, camvid_mosaic  # noqa: E402
 
 CAMVID = Path(os.environ.get("SEGSVC_SHARED", ROOT.parent / "shared")) / "datasets" / "camvid_mini"
-WHOLE = 10**12
 
 
 def resident() -> int:
@@ -61,15 +60,6 @@ def timed_in_thread(run) -> tuple[float, int]:
     return seconds, peak[0]
 
 
-def large_mosaic(width: int, height: int) -> np.ndarray:
-    """camvid_mini's photos side by side at their own scale (480x360), repeated to width x height: seams
-    nearer the minimum overlap than on 2048 images, where 896/128 tiles share 320 px."""
-    photos = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(CAMVID.glob("*/*.png")) if "annot" not in p.parent.name]
-    across, down = -(-width // 480), -(-height // 360)
-    rows = [np.concatenate([photos[(across * r + c) % len(photos)] for c in range(across)], axis=1) for r in range(down)]
-    return np.ascontiguousarray(np.concatenate(rows, axis=0)[:height, :width])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiles", nargs="+", default=[f"{TILE_SIZE}/{TILE_OVERLAP}", "768/192"], help="SIZE/OVERLAP")
@@ -79,7 +69,7 @@ def main() -> None:
     backend = OnnxBackend.from_model(segsvc.load_default_model(), threads=1)
     photos = sorted((CAMVID / "test").iterdir())[:2]
 
-    images = {"2048 mosaic": camvid_mosaic(CAMVID), "4096x3072 mosaic": large_mosaic(4096, 3072)}
+    images = {"2048 mosaic": camvid_mosaic(CAMVID), "4096x3072 mosaic": camvid_mosaic(CAMVID, 4096, 3072)}
     for path in photos:
         images[f"{path.stem} at 2048x2048"] = np.asarray(Image.open(path).convert("RGB").resize((2048, 2048), Image.BICUBIC))
     print("| tiles | " + " | ".join(images) + " |")

@@ -21,11 +21,14 @@ def model():
     return segsvc.load_default_model()
 
 
-def camvid_mosaic(camvid_mini: Path, size: int = 2048) -> np.ndarray:
-    """A size x size image of real CamVid photographs at the scale the model was trained on (480x360 each)."""
+def camvid_mosaic(camvid_mini: Path, size: int = 2048, height: int | None = None) -> np.ndarray:
+    """A size x size (or size x `height`) image of real CamVid photographs at the scale the model was trained
+    on (480x360 each): at least 5 across and 6 down, as many more as it takes, cropped."""
+    height = size if height is None else height
     photos = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(camvid_mini.glob("*/*.png")) if "annot" not in p.parent.name]
-    rows = [np.concatenate([photos[(5 * r + c) % len(photos)] for c in range(5)], axis=1) for r in range(6)]
-    return np.ascontiguousarray(np.concatenate(rows, axis=0)[:size, :size])
+    across, down = max(5, -(-size // 480)), max(6, -(-height // 360))
+    rows = [np.concatenate([photos[(across * r + c) % len(photos)] for c in range(across)], axis=1) for r in range(down)]
+    return np.ascontiguousarray(np.concatenate(rows, axis=0)[:height, :size])
 
 
 def test_tile_starts_cover_the_image_on_the_32_grid():
