@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 import segsvc  # noqa: E402
 from segsvc.onnx_backend import OnnxBackend  # noqa: E402
 from segsvc.predict import TILE_OVERLAP, TILE_SIZE, predict_mask  # noqa: E402
+from segsvc.tiling import tile_starts  # noqa: E402
 from tests.test_tiling import WHOLE, camvid_mosaic  # noqa: E402
 
 CAMVID = Path(os.environ.get("SEGSVC_SHARED", ROOT.parent / "shared")) / "datasets" / "camvid_mini"
@@ -60,12 +61,24 @@ def timed_in_thread(run) -> tuple[float, int]:
     return seconds, peak[0]
 
 
+def tile_setting(text: str) -> tuple[int, int]:
+    """'SIZE/OVERLAP' -> (size, overlap), refused as `predict_mask` would refuse it."""
+    try:
+        size, overlap = (int(v) for v in text.split("/"))
+        tile_starts(size + 1, size, overlap)  # the library's own check: multiples of 32, overlap < size
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected SIZE/OVERLAP, multiples of 32, overlap < size ({error})") from None
+    return size, overlap
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiles", nargs="+", default=[f"{TILE_SIZE}/{TILE_OVERLAP}", "768/192"], help="SIZE/OVERLAP")
+    parser.add_argument("--tiles", nargs="+", type=tile_setting, default=[(TILE_SIZE, TILE_OVERLAP), (768, 192)], help="SIZE/OVERLAP")
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds on the 39 MP image (0: agreement only)")
     args = parser.parse_args()
-    settings = [tuple(int(v) for v in t.split("/")) for t in args.tiles]
+    if args.rounds < 0:
+        parser.error("--rounds must be 0 or more")
+    settings = args.tiles
     backend = OnnxBackend.from_model(segsvc.load_default_model(), threads=1)
     photos = sorted((CAMVID / "test").iterdir())[:2]
 
