@@ -3,14 +3,15 @@
 The int8 form of a model lives in its model folder (`model_int8.onnx`), stamped with the digest of the
 float weights it was made from, so a re-exported model never runs with a stale int8 file.
 
-Choices, measured on CamVid val (README, "INT8"): QOperator format, uint8 activations and int8
-per-channel weights (u8 x s8 is the dot product VNNI runs; S8S8 and QDQ ran slower here), MinMax
-calibration, and `reduce_range` (7-bit weights). Without reduce_range the model lost 4-6 points of val
-mIoU whatever the calibration or the layers left in float: x86's u8 x s8 kernels add pairs of products
-into int16, which saturates with full-range weights. The first three encoder blocks and the last three
-decoder stages stay in float (`FLOAT_NODES`): chosen on val with a model trained on train only, they took
-the int8 model from -2.4 to +0.2 points of val mIoU and its pixel agreement with fp32 from 96.8% to 98.7%
-(worst image 92.8% -> 96.9%), for a few percent of speed.
+Choices, measured on CamVid val (README, "INT8"): QOperator format, uint8 activations and int8 per-channel
+weights (u8 x s8 is x86's int8 dot product; S8S8 and QDQ ran slower here), MinMax calibration, and
+`reduce_range` (7-bit weights). Without reduce_range the model lost 4-6 points of val mIoU whatever the
+calibration or the layers left in float: on x86 CPUs without VNNI (ours: AVX2 only) the u8 x s8 kernels
+add pairs of products into int16, which saturates with full-range weights (VNNI sums straight into int32;
+no VNNI CPU was at hand to measure whether it still needs reduce_range). The first three encoder blocks
+and the last three decoder stages stay in float (`FLOAT_NODES`): chosen on val with a model trained on
+train only, they took the int8 model from -2.4 to +0.2 points of val mIoU and its pixel agreement with
+fp32 from 96.8% to 98.7% (worst image 92.8% -> 96.9%), for a few percent of speed.
 """
 
 from __future__ import annotations
