@@ -84,23 +84,20 @@ def runners(model_dir: Path, threads: int, files: dict[str, Path], shape: tuple[
         if shape is not None:  # a service sees any image size; compiled for one shape, OpenVINO runs faster
             found["OpenVINO int8, 1 shape"] = OpenVinoRunner(files["qdq"], threads, shape)
     if "every qdq" in files:
-        every = (files["every qdq"], threads, shape)
-        found["OpenVINO every layer" + (", 1 shape" if shape else "")] = OpenVinoRunner(*every)
+        found["OpenVINO every layer" + (", 1 shape" if shape else "")] = OpenVinoRunner(files["every qdq"], threads, shape)
     return found
 
 
-def agreement(found: dict, folder: Path) -> None:
+def agreement(found: dict, files: list[Path], folder: Path) -> None:
     """Each int8 form's share of pixels with the same class as ORT fp32's, image by image."""
-    from segsvc.data import IMAGE_SUFFIXES, read_image
+    from segsvc.data import read_image
 
-    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        sys.exit(f"bench_int8.py: --agreement: no images in {folder}")
-    reference = [segsvc.predict_mask(found["ORT fp32"], read_image(path)) for path in images]
+    images = [read_image(path) for path in files]
+    reference = [segsvc.predict_mask(found["ORT fp32"], image) for image in images]
     print(f"pixels agreeing with ORT fp32 on the {len(images)} images of {folder}")
     for name, runner in found.items():
         if "int8" in name or "every" in name:
-            shares = [float((segsvc.predict_mask(runner, read_image(p)) == ref).mean()) for p, ref in zip(images, reference)]
+            shares = [float((segsvc.predict_mask(runner, image) == ref).mean()) for image, ref in zip(images, reference)]
             print(f"  {name:<30} {' / '.join(f'{100 * s:.1f}%' for s in shares)}  (worst {100 * min(shares):.1f}%)")
 
 
@@ -124,8 +121,14 @@ def main() -> None:
     parser.add_argument("--every-layer", action="store_true", help="add both runtimes with every layer in int8")
     parser.add_argument("--agreement", type=Path, help="a folder of images: each int8 form's agreement with fp32")
     args = parser.parse_args()
-    if args.agreement and not args.agreement.is_dir():
-        parser.error(f"--agreement: no such folder {args.agreement}")
+    if args.agreement:
+        from segsvc.data import IMAGE_SUFFIXES
+
+        if not args.agreement.is_dir():
+            parser.error(f"--agreement: no such folder {args.agreement}")
+        agreement_files = sorted(p for p in args.agreement.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not agreement_files:
+            parser.error(f"--agreement: no images in {args.agreement}")
     print(int8_isa())
     try:
         import openvino  # noqa: F401
@@ -147,7 +150,7 @@ def main() -> None:
                 every = quantize_onnx(files["fp32"], Path(tmp) / "every_qdq.onnx", images, float_nodes=(), quant_format="qdq")
                 files["every qdq"] = every
         if args.agreement:
-            agreement(runners(Path(args.model), 1, files, None), args.agreement)
+            agreement(runners(Path(args.model), 1, files, None), agreement_files, args.agreement)
         print(f"{'setting':<22} {'runtime':<30} {'median ms':>10} {'images/s':>9} {'vs ORT fp32':>12}")
         for threads, batch_size, rounds in ((1, 1, args.rounds), (2, 1, args.rounds), (2, 8, args.batch_rounds)):
             batch = rng.standard_normal((batch_size, 3, HEIGHT, WIDTH)).astype(np.float32)
