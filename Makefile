@@ -11,11 +11,12 @@ export SEGSVC_SHARED ?= $(abspath ../shared)
 venv: $(STAMP)
 
 # torch/torchvision pinned first so pip takes the builds on this machine's disk, not a fresh download.
-$(STAMP): pyproject.toml
+# The serving packages at the versions the bento pins (service/requirements.txt), so the tests run those.
+$(STAMP): pyproject.toml service/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c service/requirements.txt -e '.[dev]'
 	touch $(STAMP)
 
 test: venv

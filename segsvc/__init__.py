@@ -1,19 +1,40 @@
-"""segsvc: a small, fast semantic-segmentation library (MobileNetV2 encoder, transposed-convolution decoder)."""
+"""segsvc: a small, fast semantic-segmentation library (MobileNetV2 encoder, transposed-convolution decoder).
+
+Inference (`predict`, `predict_mask`, `load_runtime`) runs without torch; building, loading and saving the
+PyTorch model (`build_model`, `load_model`, `save_model`) import it when first used.
+"""
 
 from __future__ import annotations
 
-from segsvc.model import SegmentationModel, build_model
+import importlib
+
 from segsvc.predict import predict, predict_mask, preprocess
-from segsvc.serialization import load_default_model, load_model, save_model
+from segsvc.runtime import load_runtime
+
+# name -> the module that defines it, imported on first use (PEP 562): a service never pays for torch
+_TORCH_API = {
+    "SegmentationModel": "segsvc.model",
+    "build_model": "segsvc.model",
+    "load_default_model": "segsvc.serialization",
+    "load_model": "segsvc.serialization",
+    "save_model": "segsvc.serialization",
+}
 
 __all__ = [
     "SegmentationModel",
     "build_model",
     "load_default_model",
     "load_model",
+    "load_runtime",
     "predict",
     "predict_mask",
     "preprocess",
     "save_model",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _TORCH_API:
+        return getattr(importlib.import_module(_TORCH_API[name]), name)
+    raise AttributeError(f"module 'segsvc' has no attribute {name!r}")

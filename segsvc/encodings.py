@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 
-import cv2
 import numpy as np
 from PIL import Image
 from pycocotools import mask as coco_mask
@@ -37,6 +36,8 @@ def polygons(mask: np.ndarray, class_id: int, tolerance: float = 1.0) -> list[Po
     """Every connected component of `mask == class_id` as [exterior, hole, hole, ...] rings of [x, y] points."""
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance}")
+    import cv2  # imported on first use: OpenCV adds ~35 MB to every service worker that never draws a polygon
+
     binary = (mask == class_id).astype(np.uint8)
     # RETR_CCOMP: a two-level hierarchy, outer boundaries on top and the holes of each as its children;
     # a component inside a hole is again a top-level contour. CHAIN_APPROX_SIMPLE drops only collinear points.
@@ -57,6 +58,8 @@ def polygons(mask: np.ndarray, class_id: int, tolerance: float = 1.0) -> list[Po
 
 
 def ring(contour: np.ndarray, tolerance: float) -> Ring:
+    import cv2
+
     if tolerance > 0:
         contour = cv2.approxPolyDP(contour, tolerance, closed=True)
     return contour.reshape(-1, 2).tolist()
@@ -64,6 +67,8 @@ def ring(contour: np.ndarray, tolerance: float) -> Ring:
 
 def rasterize(polygon_list: list[Polygon], shape: tuple[int, int]) -> np.ndarray:
     """The binary (H, W) uint8 mask covered by `polygons(...)` output: all rings filled even-odd, edges included."""
+    import cv2
+
     canvas = np.zeros(shape, dtype=np.uint8)
     rings = [np.asarray(r, dtype=np.int32) for polygon in polygon_list for r in polygon]
     if rings:

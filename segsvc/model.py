@@ -9,9 +9,8 @@ from torch import nn
 
 from segsvc.decoder import DECODER_CHANNELS, TransposedConvDecoder
 from segsvc.encoder import MobileNetV2Encoder
+from segsvc.modelfolder import ARCHITECTURE
 from segsvc.sizes import check_divisible
-
-ARCHITECTURE = "mobilenetv2-tconv"
 
 
 class SegmentationModel(nn.Module):

@@ -8,12 +8,10 @@ by the tile, not by the image.
 from __future__ import annotations
 
 import ctypes
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 
 from segsvc.images import to_rgb_array
 from segsvc.sizes import padded_size
@@ -32,6 +30,9 @@ MULTIPLE = 32
 TILE_SIZE = 896
 TILE_OVERLAP = 128
 TILE_ABOVE_PIXELS = 2048 * 2048
+
+if TYPE_CHECKING:  # the graph engines run without torch (segsvc.runtime); a PyTorch model needs it
+    from torch import nn
 
 
 class Backend(Protocol):
@@ -81,17 +82,11 @@ def preprocess(image: Image.Image | np.ndarray) -> np.ndarray:
 
 
 def run_logits(model: nn.Module | Backend, batch: np.ndarray) -> np.ndarray:
-    if isinstance(model, nn.Module):
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        with torch.inference_mode():
-            # channels_last roughly halves CPU latency of the depthwise convolutions (see benchmarks/).
-            inputs = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
-            logits = model(inputs).float().cpu().numpy()
-        model.train(was_training)
-        return logits
-    return model.run_batch(batch)
+    if hasattr(model, "run_batch"):  # an engine (segsvc.runtime)
+        return model.run_batch(batch)
+    from segsvc.runtime.torch_engine import run_torch
+
+    return run_torch(model, batch)
 
 
 def predict(

@@ -1,7 +1,10 @@
-"""INT8 post-training quantisation with ONNX Runtime: static, per-channel weights, calibrated activations.
+"""INT8 post-training quantisation with ONNX Runtime's tools: static, per-channel weights, calibrated activations.
 
-The int8 form of a model lives in its model folder (`model_int8.onnx`), stamped with the digest of the
-float weights it was made from, so a re-exported model never runs with a stale int8 file.
+The int8 forms of a model live in its model folder, made from its float graph (`model.onnx`): `model_int8.onnx`
+(QOperator, what ONNX Runtime runs fastest) and `model_int8_qdq.onnx` (QDQ, what OpenVINO reads), both
+stamped with the digest of the float weights they were made from, so a re-exported model never runs with a
+stale int8 file. Then each reduced-precision form's agreement with fp32 on the calibration images goes into
+the folder's accuracy record (`segsvc.runtime.agreement`), which decides whether backend "auto" may pick it.
 
 Choices, measured on CamVid val (README, "INT8"): QOperator format, uint8 activations and int8 per-channel
 weights (u8 x s8 is x86's int8 dot product; S8S8 and QDQ ran slower here), MinMax calibration, and
@@ -16,20 +19,17 @@ fp32 from 96.8% to 98.7% (worst image 92.8% -> 96.9%), for a few percent of spee
 
 from __future__ import annotations
 
-import hashlib
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from torch import nn
 
-from segsvc.onnx_backend import export_onnx
+from segsvc.modelfolder import INT8_FILE, INT8_QDQ_FILE, ONNX_FILE, StaleGraph, graph_path, read_config, stamp_graph, weights_digest
+from segsvc.images import IMAGE_SUFFIXES, to_rgb_array
 from segsvc.predict import preprocess
-from segsvc.serialization import INT8_FILE, WEIGHTS_FILE, load_model
-
-DIGEST_KEY = "segsvc_weights_sha256"
 # Node name prefixes of the ONNX export left in float (see the module docstring).
 FLOAT_NODES = (
     "/encoder/features.0/", "/encoder/features.1/", "/encoder/features.2/",
@@ -38,14 +38,8 @@ FLOAT_NODES = (
 CALIBRATION_LONG_SIDE = 640
 
 
-def weights_digest(model_dir: str | Path) -> str:
-    return hashlib.sha256((Path(model_dir) / WEIGHTS_FILE).read_bytes()).hexdigest()
-
-
 def calibration_images(folder: str | Path, count: int) -> list[Path]:
     """`count` images spread evenly over the sorted image files under `folder` (recursive)."""
-    from segsvc.data import IMAGE_SUFFIXES  # albumentations comes with segsvc.data: only when calibrating
-
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"calibration folder not found: {folder}")
@@ -58,15 +52,18 @@ def calibration_images(folder: str | Path, count: int) -> list[Path]:
 
 def calibration_batch(path: Path) -> np.ndarray:
     """One preprocessed image, shrunk so that its long side is at most CALIBRATION_LONG_SIDE."""
-    from segsvc.data import read_image
-
-    image = read_image(path)
+    image = read_rgb(path)
     height, width = image.shape[:2]
     scale = CALIBRATION_LONG_SIDE / max(height, width)
     if scale < 1:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
     return preprocess(image)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return to_rgb_array(image)
 
 
 class _Reader:
@@ -118,36 +115,24 @@ def quantize_onnx(
 
 def quantize_model_dir(
     model_dir: str | Path, calibration: str | Path, count: int = 32, method: str = "minmax", float_nodes: Sequence[str] = FLOAT_NODES
-) -> Path:
-    """Write `model_dir`/model_int8.onnx from the folder's float model, calibrated on `count` images;
-    `float_nodes=()` quantises every layer (faster, less accurate: README, INT8)."""
-    import onnx
-
+) -> list[Path]:
+    """Write `model_dir`/model_int8.onnx and model_int8_qdq.onnx from the folder's float graph (exported
+    first when missing or stale), calibrated on `count` images; `float_nodes=()` quantises every layer
+    (faster, less accurate: README, INT8)."""
     model_dir = Path(model_dir)
-    model = load_model(model_dir)
+    read_config(model_dir)  # a clear error for anything that is not a model folder
+    try:
+        fp32 = graph_path(model_dir, ONNX_FILE)
+    except StaleGraph:  # a folder from before graphs were saved with it: make it (needs torch)
+        from segsvc.export import export_folder_graph
+
+        fp32 = export_folder_graph(model_dir)
     files = calibration_images(calibration, count)
-    out = model_dir / INT8_FILE
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export_onnx(model, Path(tmp) / "model.onnx")
-        partial = quantize_onnx(fp32, Path(tmp) / INT8_FILE, files, method, float_nodes)
-        quantized = onnx.load(str(partial))
-        props = {DIGEST_KEY: weights_digest(model_dir), "calibration_images": str(len(files)), "calibration_method": method}
-        onnx.helper.set_model_props(quantized, {**props, "float_nodes": ",".join(float_nodes)})
-        onnx.save(quantized, str(out))
-    return out
-
-
-def int8_path(model: nn.Module) -> Path:
-    """The int8 file of a model loaded from a folder; a clear error when it is missing or stale."""
-    import onnx
-
-    source = getattr(model, "source_dir", None)
-    if source is None:
-        raise ValueError("the int8 backend needs a model loaded from a model folder (segsvc.load_model)")
-    path = Path(source) / INT8_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no int8 model in {source}: run `segsvc quantize {source} --calibration DIR`")
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    if props.get(DIGEST_KEY) != weights_digest(source):
-        raise ValueError(f"{path} was made from other weights: run `segsvc quantize {source} --calibration DIR` again")
-    return path
+    props = {"calibration_images": str(len(files)), "calibration_method": method, "float_nodes": ",".join(float_nodes)}
+    written = []
+    for name, quant_format in ((INT8_FILE, "qoperator"), (INT8_QDQ_FILE, "qdq")):
+        with tempfile.TemporaryDirectory() as tmp:
+            partial = quantize_onnx(fp32, Path(tmp) / name, files, method, float_nodes, quant_format)
+            stamp_graph(partial, weights_digest(model_dir), **props)
+            written.append(Path(shutil.move(str(partial), model_dir / name)))
+    return written

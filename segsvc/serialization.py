@@ -1,4 +1,5 @@
-"""Save and load a model as a folder: config.json (architecture, classes, palette) + model.safetensors.
+"""Save and load a model as a folder: config.json (architecture, classes, palette), model.safetensors and
+model.onnx, the graph the inference engines run (the folder's files: `segsvc.modelfolder`).
 
 No pickle anywhere, so loading an untrusted model cannot run code.
 """
@@ -12,12 +13,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from segsvc.fusion import fuse_batchnorm
-from segsvc.model import ARCHITECTURE, SegmentationModel
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-INT8_FILE = "model_int8.onnx"  # optional: the int8 form, written by `segsvc quantize` (segsvc.quantize)
-FORMAT_VERSION = 2  # 2: the head is a transposed convolution (1: a 1x1 convolution after a last upsampling)
+from segsvc.model import SegmentationModel
+from segsvc.modelfolder import CONFIG_FILE, DEFAULT_MODEL_DIR, FORMAT_VERSION, WEIGHTS_FILE, read_config
 
 
 def save_model(
@@ -28,8 +25,10 @@ def save_model(
     ignore_index: int | None = None,
     dtype: torch.dtype = torch.float32,
     metadata: dict | None = None,
+    graph: bool = True,
 ) -> Path:
-    """Write `path`/config.json and `path`/model.safetensors; class names/palette default to the model's."""
+    """Write `path`/config.json, `path`/model.safetensors and (with `graph`) `path`/model.onnx, exported from
+    the weights as saved; class names/palette default to the model's."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     if class_names is not None:
@@ -51,22 +50,11 @@ def save_model(
         state[key] = value.to(dtype) if value.is_floating_point() else value
     save_file({k: v.contiguous() for k, v in state.items()}, str(path / WEIGHTS_FILE))
     (path / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    if graph:
+        from segsvc.export import export_folder_graph
+
+        export_folder_graph(path)
     return path
-
-
-def read_config(path: str | Path) -> dict:
-    config_path = Path(path) / CONFIG_FILE
-    if not config_path.is_file():
-        raise FileNotFoundError(f"not a segsvc model folder (no {CONFIG_FILE}): {path}")
-    config = json.loads(config_path.read_text())
-    if config.get("architecture") != ARCHITECTURE:
-        raise ValueError(f"{config_path}: unknown architecture {config.get('architecture')!r}")
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{config_path}: format_version {config.get('format_version')!r}, this segsvc reads {FORMAT_VERSION}; "
-            "export the model again with this version"
-        )
-    return config
 
 
 def load_model(path: str | Path, fuse: bool = True) -> SegmentationModel:
@@ -85,13 +73,10 @@ def load_model(path: str | Path, fuse: bool = True) -> SegmentationModel:
     model.palette = [tuple(c) for c in config["palette"]]
     model.ignore_index = config.get("ignore_index")
     model.metadata = config.get("metadata", {})
-    model.source_dir = path  # where its other forms live (the int8 file: segsvc.quantize)
+    model.source_dir = path  # the folder it came from (its graphs: segsvc.modelfolder)
     if fuse:
         fuse_batchnorm(model)
     return model.eval().to(memory_format=torch.channels_last)
-
-
-DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "camvid_default"
 
 
 def load_default_model() -> SegmentationModel:

@@ -11,6 +11,7 @@ BentoML's own /livez, /readyz (ready once the model is loaded and warmed up) and
 from __future__ import annotations
 
 import base64
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,7 +19,6 @@ from typing import Annotated, Any, Literal
 import anyio
 import bentoml
 import numpy as np
-import torch
 from PIL import Image
 from pydantic import BeforeValidator, Field
 from starlette.applications import Starlette
@@ -27,9 +27,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 import segsvc
+import segsvc.runtime.auto
 from segsvc import encodings
 from segsvc.images import ImageError, decode_image
-from segsvc.onnx_backend import make_runner
+from segsvc.modelfolder import read_config
 from segsvc.visualize import overlay, palettized
 from service.http import MAX_BYTES, MAX_PIXELS, PayloadTooLarge, RequestGate, http_error
 from service.store import ensure_default_model, model_tag
@@ -50,8 +51,32 @@ def ask_for_huge_pages() -> None:
 
 
 ask_for_huge_pages()
-ensure_default_model()
+def check_backend() -> None:
+    """An unknown or unavailable SEGSVC_BACKEND stops `bentoml serve` with one line, before any worker starts."""
+    try:
+        segsvc.runtime.check_backend(bentoml.models.get(model_tag()).path, os.environ.get("SEGSVC_BACKEND", "auto"))
+    except ValueError as error:
+        raise SystemExit(f"segsvc: SEGSVC_BACKEND: {error}") from None
+    except bentoml.exceptions.NotFound as error:
+        raise SystemExit(f"segsvc: SEGSVC_MODEL_TAG: {error}") from None
+
+
 THREADS_PER_WORKER = int(os.environ.get("SEGSVC_THREADS", "1"))
+AUTO_DECISION = "SEGSVC_AUTO_DECISION"  # auto's choice, made once by `bentoml serve`, inherited by its workers
+
+
+def decide_backend() -> None:
+    """With backend auto, time the forms once, before the workers start (they inherit the environment), so
+    that every worker serves the same form: a mask must not depend on which worker took the request. The
+    timing runs in a child process on a quiet machine; a worker then loads the winner alone."""
+    if os.environ.get("SEGSVC_BACKEND", "auto") == "auto" and AUTO_DECISION not in os.environ:
+        decision = segsvc.runtime.auto.decide(bentoml.models.get(model_tag()).path, THREADS_PER_WORKER)
+        os.environ[AUTO_DECISION] = json.dumps(decision)
+
+
+ensure_default_model()
+check_backend()
+decide_backend()
 WORKERS = os.environ.get("SEGSVC_WORKERS", "cpu_count")  # one process a core, one thread each
 DEMO_PAGE = (Path(__file__).parent / "demo" / "index.html").read_bytes()
 
@@ -90,20 +115,24 @@ class Segmenter:
     model_ref = bentoml.models.BentoModel(model_tag())
 
     def __init__(self) -> None:
-        torch.set_num_threads(THREADS_PER_WORKER)
         self.ready = False
         # One inference at a time in this worker: concurrent requests queue for the model instead of
         # running side by side on the worker's one thread's worth of CPU, thrashing each other's caches.
         self.inference_slot = anyio.CapacityLimiter(1)
-        self.model = segsvc.load_model(self.model_ref.path)
-        # ONNX Runtime by default: at one thread a worker it runs this model about 1.8x faster than eager
-        # PyTorch, and the service 1.5x the requests/s (README, Speed).
-        self.backend = os.environ.get("SEGSVC_BACKEND", "onnx")
+        self.config = read_config(self.model_ref.path)  # classes and palette; the graphs carry the rest
+        # auto (the default): the fastest eligible form on this CPU, as `decide_backend` timed it.
+        # No form but the explicit "torch" imports torch.
+        warm_up = np.zeros((360, 480, 3), np.uint8)
+        backend = os.environ.get("SEGSVC_BACKEND", "auto")
         try:
-            self.runner = make_runner(self.model, self.backend, THREADS_PER_WORKER)
+            if backend == "auto":
+                decision = json.loads(os.environ[AUTO_DECISION])
+                self.runtime = segsvc.runtime.auto.from_decision(self.model_ref.path, decision, THREADS_PER_WORKER)
+            else:
+                self.runtime = segsvc.load_runtime(self.model_ref.path, backend, THREADS_PER_WORKER)
         except ValueError as exc:
             raise ValueError(f"SEGSVC_BACKEND: {exc}") from exc
-        self.predict(np.zeros((360, 480, 3), np.uint8))  # warm-up: first-call allocations happen here
+        segsvc.predict_mask(self.runtime, warm_up)  # first-call allocations happen here
         self.ready = True
 
     def __is_ready__(self) -> bool:
@@ -117,7 +146,7 @@ class Segmenter:
         mask, confidence = await self.infer(rgb, confidence=output == "confidence")
         if confidence is not None:
             return encodings.fast_png(encodings.confidence_image(confidence))
-        return encodings.fast_png(palettized(mask, self.model.palette))
+        return encodings.fast_png(palettized(mask, self.palette))
 
     @bentoml.api
     async def segment_json(
@@ -130,7 +159,7 @@ class Segmenter:
         confidence: Annotated[bool, Field(description="the confidence as a base64 8-bit PNG")] = False,
     ) -> dict[str, Any]:
         """Size, class names, per-class pixel fractions and the mask as a base64 PNG; more by parameter."""
-        names = self.model.class_names
+        names = self.config["class_names"]
         if unknown := [name for name in classes or () if name not in names]:
             raise http_error(ImageError(f"unknown classes {unknown}; the classes are {names}"))
         rgb = read_image(image)
@@ -142,7 +171,7 @@ class Segmenter:
             "height": int(mask.shape[0]),
             "classes": names,
             "fractions": {name: float(counts[i]) / mask.size for i, name in chosen},
-            "mask_png_base64": base64.b64encode(encodings.png_bytes(palettized(mask, self.model.palette))).decode(),
+            "mask_png_base64": base64.b64encode(encodings.png_bytes(palettized(mask, self.palette))).decode(),
         }
         if rle:
             report["rle"] = {name: encodings.rle_encode(mask, i) for i, name in chosen}
@@ -158,27 +187,28 @@ class Segmenter:
         """The image with the coloured mask blended on it (opacity = the mask's weight), as a PNG."""
         rgb = read_image(image)
         mask, _ = await self.infer(rgb)
-        return encodings.fast_png(Image.fromarray(overlay(rgb, mask, self.model.palette, alpha=opacity)))
+        return encodings.fast_png(Image.fromarray(overlay(rgb, mask, self.palette, alpha=opacity)))
 
     @bentoml.api(route="/model")
     def model_info(self) -> dict[str, Any]:
-        """Classes, palette, limits, backend and model tag (also GET /model)."""
+        """Classes, palette, limits, model tag, and the engine and precision serving it (also GET /model)."""
         return self.info()
 
     async def infer(self, rgb: np.ndarray, confidence: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """The model off the event loop, one inference at a time in this worker."""
-        return await anyio.to_thread.run_sync(segsvc.predict, self.runner, rgb, confidence, limiter=self.inference_slot)
+        return await anyio.to_thread.run_sync(segsvc.predict, self.runtime, rgb, confidence, limiter=self.inference_slot)
 
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        return segsvc.predict_mask(self.runner, image)
+    @property
+    def palette(self) -> list[tuple[int, int, int]]:
+        return [tuple(colour) for colour in self.config["palette"]]
 
     def info(self) -> dict[str, Any]:
         return {
             "model": str(self.model_ref.tag),
             "version": segsvc.__version__,
-            "backend": self.backend,
-            "classes": self.model.class_names,
-            "palette": [list(c) for c in self.model.palette],
+            **self.runtime.describe(),  # backend, engine, precision, and the timings that chose it
+            "classes": self.config["class_names"],
+            "palette": [list(c) for c in self.palette],
             "input": {
                 "field": "multipart field 'image' (parameters as form fields), or the raw body with an image "
                 "content type (parameters in the query string)",

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import bentoml
 
-from segsvc.serialization import CONFIG_FILE, DEFAULT_MODEL_DIR, INT8_FILE, WEIGHTS_FILE, read_config
+from segsvc.modelfolder import ACCURACY_FILE, CONFIG_FILE, DEFAULT_MODEL_DIR, GRAPH_FILES, WEIGHTS_FILE, read_config
+
+MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE, *GRAPH_FILES, ACCURACY_FILE)  # the graphs and accuracy record are optional
 
 DEFAULT_MODEL_NAME = "segsvc-camvid"
 MODEL_TAG_ENV = "SEGSVC_MODEL_TAG"
@@ -23,7 +25,7 @@ def model_tag() -> str:
 def model_digest(model_dir: str | Path) -> str:
     """A short sha256 of a model folder's config and weights: which model this is, whatever its tag."""
     digest = hashlib.sha256()
-    for file in (CONFIG_FILE, WEIGHTS_FILE, INT8_FILE):
+    for file in MODEL_FILES:
         if (Path(model_dir) / file).is_file():
             digest.update((Path(model_dir) / file).read_bytes())
     return digest.hexdigest()[:16]
@@ -35,8 +37,8 @@ def import_model(model_dir: str | Path, name: str | None = None) -> str:
     config = read_config(model_dir)  # fails clearly on anything that is not a segsvc model
     labels = {"architecture": config["architecture"], "classes": str(config["num_classes"]), "digest": model_digest(model_dir)}
     with bentoml.models.create(name or "segsvc-model", labels=labels, metadata={"class_names": config["class_names"]}) as model:
-        for file in (CONFIG_FILE, WEIGHTS_FILE, INT8_FILE):
-            if (model_dir / file).is_file():  # the int8 form is optional (`segsvc quantize` adds it)
+        for file in MODEL_FILES:
+            if (model_dir / file).is_file():
                 shutil.copyfile(model_dir / file, Path(model.path) / file)
     return str(model.tag)
 

@@ -9,15 +9,17 @@ import sys
 import segsvc
 from segsvc.data import CAMVID_CLASSES, CAMVID_IGNORE_INDEX
 from segsvc.evaluate import evaluate_folder
-from segsvc.serialization import DEFAULT_MODEL_DIR
+from segsvc.modelfolder import DEFAULT_MODEL_DIR, ONNX_FILE, graph_stamp, weights_digest
 from tests.conftest import ROOT
 
 
 def test_default_model_is_small_and_self_describing():
+    """Weights in float16 (4 MB), the float graph (8 MB) and two int8 graphs (2.5 MB each)."""
     size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir())
-    assert size < 10 * 2**20
+    assert size < 18 * 2**20
     model = segsvc.load_default_model()
     assert model.class_names == CAMVID_CLASSES and model.ignore_index == CAMVID_IGNORE_INDEX
+    assert graph_stamp(DEFAULT_MODEL_DIR / ONNX_FILE) == weights_digest(DEFAULT_MODEL_DIR)
 
 
 def test_default_model_scores_above_floor_on_camvid_mini(camvid_mini):

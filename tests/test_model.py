@@ -128,7 +128,7 @@ def test_encoder_weights_errors(tmp_path):
 def test_save_load_round_trip_is_bit_exact(tmp_path, model):
     names = [f"class{i}" for i in range(11)]
     path = segsvc.save_model(model, tmp_path / "m", class_names=names)
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.onnx", "model.safetensors"]
     loaded = segsvc.load_model(path, fuse=False)
     for (k1, v1), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert k1 == k2 and torch.equal(v1, v2), k1

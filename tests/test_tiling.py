@@ -183,10 +183,13 @@ def test_2048_tiled_agrees_with_whole_image(model, camvid_mini):
     assert (predict_mask(model, image, tile_size=1024, tile_overlap=320, tile_above=0) == whole).mean() >= 0.998
 
 
-def test_onnx_backend_tiles_too(model, camvid_mini):
-    from segsvc.onnx_backend import OnnxBackend
+@pytest.mark.parametrize("form", ["onnxruntime", "openvino"])
+def test_graph_engines_tile_too(form, model, camvid_mini):
+    """OpenVINO compiles each tile shape once (a 1024 mosaic in 512/128 tiles has four) and gives PyTorch's masks."""
+    from segsvc.modelfolder import DEFAULT_MODEL_DIR
+    from segsvc.runtime import load_runtime
 
     image = camvid_mosaic(camvid_mini, 1024)
-    backend = OnnxBackend.from_model(model, threads=1)
+    backend = load_runtime(DEFAULT_MODEL_DIR, form, threads=1)
     agreement = (predict_mask(backend, image, tile_size=512, tile_overlap=128, tile_above=0) == predict_mask(model, image, tile_size=512, tile_overlap=128, tile_above=0)).mean()
     assert agreement >= 0.999

@@ -93,6 +93,9 @@ def test_export_writes_a_model_the_library_loads_without_lightning(trained, tmp_
     )
     check = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr[-2000:]
+    from segsvc.modelfolder import ONNX_FILE, graph_stamp, weights_digest
+
+    assert graph_stamp(out / ONNX_FILE) == weights_digest(out)  # the folder carries its graph, stamped
 
 
 def test_kill_and_resume_continues_the_global_step(tmp_path, camvid_mini):
@@ -182,9 +185,9 @@ def test_gpu_code_paths_run_on_cpu(tmp_path, extra, camvid_mini):
 def test_export_onnx_from_checkpoint(trained, tmp_path):
     result = run_cli("export", str(trained / "checkpoints" / "last.ckpt"), "-o", str(tmp_path / "m.onnx"), "--format", "onnx")
     assert result.returncode == 0, result.stderr[-2000:]
-    from segsvc.onnx_backend import OnnxBackend
+    from segsvc.runtime.onnxruntime_engine import OnnxRuntimeEngine
 
-    assert OnnxBackend(tmp_path / "m.onnx").run_batch(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 11, 64, 64)
+    assert OnnxRuntimeEngine(tmp_path / "m.onnx").run_batch(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 11, 64, 64)
 
 
 def test_every_command_ends_its_process_group(tmp_path):

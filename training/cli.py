@@ -4,6 +4,7 @@
     segsvc fit --config configs/camvid_cpu.yaml --ckpt_path last      # resume after a crash
     segsvc data check --config configs/folder_example.yaml            # what the data holds; fit's refusals
     segsvc export runs/camvid_cpu/checkpoints/last.ckpt -o models/camvid [--bento] [--format onnx]
+    segsvc quantize models/camvid --calibration data/train/images   # + int8 graphs and their accuracy record
     segsvc predict --model default --input photos/ --output masks/ [--trainer.devices 2 --trainer.strategy ddp]
 """
 
@@ -97,7 +98,7 @@ def export(args: argparse.Namespace) -> None:
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)  # our own Lightning checkpoint
     metadata = {"checkpoint": checkpoint.name, "epoch": saved.get("epoch"), "global_step": saved.get("global_step")}
     if args.format == "onnx":
-        from segsvc.onnx_backend import export_onnx
+        from segsvc.export import export_onnx
 
         out = export_onnx(model, Path(args.output))
     else:
@@ -121,39 +122,57 @@ def evaluate(args: argparse.Namespace) -> None:
 
     from segsvc.data import CAMVID_IGNORE_INDEX
     from segsvc.evaluate import evaluate_folder
-    from segsvc.serialization import load_default_model, load_model
+    from segsvc.modelfolder import DEFAULT_MODEL_DIR, read_config
+    from segsvc.runtime import load_runtime
     from training.datamodule import default_data_root
 
-    from segsvc.onnx_backend import make_runner
-
-    model = load_default_model() if args.model == "default" else load_model(args.model)
+    model_dir = DEFAULT_MODEL_DIR if args.model == "default" else Path(args.model)
+    config = read_config(model_dir)
     root = Path(args.root) if args.root else default_data_root() / "camvid"
-    ignore = model.ignore_index if model.ignore_index is not None else CAMVID_IGNORE_INDEX
-    runner = make_runner(model, args.backend, threads=args.threads)
-    result = evaluate_folder(runner, root / args.split, root / f"{args.split}annot", model.num_classes, ignore)
-    result["iou"] = dict(zip(model.class_names, (round(v, 4) for v in result["iou"])))
+    ignore = config["ignore_index"] if config.get("ignore_index") is not None else CAMVID_IGNORE_INDEX
+    runtime = load_runtime(model_dir, args.backend, threads=args.threads)
+    result = evaluate_folder(runtime, root / args.split, root / f"{args.split}annot", config["num_classes"], ignore)
+    result["iou"] = dict(zip(config["class_names"], (round(v, 4) for v in result["iou"])))
+    result["backend"] = runtime.form.name
     print(json.dumps(result, indent=2))
 
 
 def quantize(args: argparse.Namespace) -> None:
-    from segsvc.evaluate import evaluate_folder
-    from segsvc.onnx_backend import make_runner
+    from segsvc.modelfolder import DEFAULT_MODEL_DIR
     from segsvc.quantize import FLOAT_NODES, quantize_model_dir
-    from segsvc.serialization import DEFAULT_MODEL_DIR, load_model
 
     model_dir = DEFAULT_MODEL_DIR if args.model_dir == "default" else Path(args.model_dir)
-    out = quantize_model_dir(model_dir, args.calibration, args.images, args.method, () if args.all_int8 else FLOAT_NODES)
-    print(f"wrote {out}")
+    for out in quantize_model_dir(model_dir, args.calibration, args.images, args.method, () if args.all_int8 else FLOAT_NODES):
+        print(f"wrote {out}")
+    accuracy(args)
+
+
+def accuracy(args: argparse.Namespace) -> None:
+    """Each reduced-precision form's agreement with fp32 on the calibration images, recorded in the folder
+    (what lets backend "auto" serve it); with masks beside the images, mIoU of fp32 and each form too."""
+    from segsvc.evaluate import evaluate_folder
+    from segsvc.modelfolder import ACCURACY_FILE, DEFAULT_MODEL_DIR, read_config
+    from segsvc.runtime import FORMS, load_runtime
+    from segsvc.runtime.agreement import record_agreement
+    from segsvc.runtime.auto import ineligible
+
+    model_dir = DEFAULT_MODEL_DIR if args.model_dir == "default" else Path(args.model_dir)
+    records = record_agreement(model_dir, args.calibration, args.images, threads=args.threads)
+    for name, record in records.items():
+        verdict = ineligible(FORMS[name], records) or "eligible for auto"
+        print(f"{name}: agrees with fp32 on {100 * record['agreement']:.2f}% of pixels (worst image {100 * record['worst']:.2f}%) over {record['images']} images: {verdict}")
+    print(f"wrote {model_dir / ACCURACY_FILE}")
     masks = Path(args.masks) if args.masks else calibration_masks(Path(args.calibration))
     if masks is None:
-        print("no masks beside the calibration images (DIR/../masks or DIRannot): accuracy check skipped")
+        print("no masks beside the calibration images (DIR/../masks or DIRannot): mIoU check skipped")
         return
-    model = load_model(model_dir)
-    ignore = model.ignore_index if model.ignore_index is not None else 255
-    for backend in ("onnx", "int8"):
-        result = evaluate_folder(make_runner(model, backend, threads=1), args.calibration, masks, model.num_classes, ignore)
-        ious = " ".join(f"{name}={v:.3f}" for name, v in zip(model.class_names, result["iou"]))
-        print(f"{'fp32' if backend == 'onnx' else 'int8'}: mIoU {result['miou']:.4f} over {result['images']} images ({ious})")
+    config = read_config(model_dir)
+    ignore = config["ignore_index"] if config.get("ignore_index") is not None else 255
+    for name in ("onnxruntime", *records):
+        runtime = load_runtime(model_dir, name, threads=args.threads)
+        result = evaluate_folder(runtime, args.calibration, masks, config["num_classes"], ignore)
+        ious = " ".join(f"{class_name}={v:.3f}" for class_name, v in zip(config["class_names"], result["iou"]))
+        print(f"mIoU of {name}: {result['miou']:.4f} over {result['images']} images ({ious})")
 
 
 def calibration_masks(images: Path) -> Path | None:
@@ -195,6 +214,8 @@ def run_command(argv: list[str] | None) -> None:
     if not argv or argv[0] in LIGHTNING_COMMANDS or argv[0].startswith("-"):
         run_lightning(argv if explicit else None)
         return
+    from segsvc.runtime import BACKENDS
+
     parser = argparse.ArgumentParser(prog="segsvc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("export", help="checkpoint -> self-describing model folder (or ONNX file)")
@@ -217,17 +238,25 @@ def run_command(argv: list[str] | None) -> None:
     p.add_argument("model", help="model folder, or 'default' for the shipped model")
     p.add_argument("--root", default=None, help="CamVid folder (default: $SEGSVC_DATA_ROOT/camvid)")
     p.add_argument("--split", default="test")
-    p.add_argument("--backend", choices=("torch", "onnx", "int8"), default="torch")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="engine and precision (auto: the fastest eligible)")
+    p.add_argument("--threads", type=int, default=None, help="engine threads (default: all cores)")
     p.set_defaults(func=evaluate)
-    p = commands.add_parser("quantize", help="write the int8 form of a model folder (ONNX Runtime, static)")
+    p = commands.add_parser("quantize", help="write the int8 forms of a model folder and record their accuracy")
     p.add_argument("model_dir", help="model folder, or 'default' for the shipped model")
     p.add_argument("--calibration", required=True, help="folder of representative images (recursive)")
     p.add_argument("--images", type=int, default=32, help="calibration images, spread over the folder")
     p.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax")
     p.add_argument("--masks", default=None, help="masks for the accuracy check (default: found beside the images)")
     p.add_argument("--all-int8", action="store_true", help="no float layers: faster, less accurate (README, INT8)")
+    p.add_argument("--threads", type=int, default=None, help="engine threads for the accuracy check")
     p.set_defaults(func=quantize)
+    p = commands.add_parser("accuracy", help="record each bf16/int8 form's agreement with fp32 (what lets auto serve it)")
+    p.add_argument("model_dir", help="model folder, or 'default' for the shipped model")
+    p.add_argument("--calibration", required=True, help="folder of representative images (recursive)")
+    p.add_argument("--images", type=int, default=32, help="images, spread over the folder")
+    p.add_argument("--masks", default=None, help="masks for an mIoU check (default: found beside the images)")
+    p.add_argument("--threads", type=int, default=None, help="engine threads")
+    p.set_defaults(func=accuracy)
     args = parser.parse_args(argv)
     try:
         args.func(args)
