@@ -39,8 +39,9 @@ sys.path.insert(0, str(ROOT))
 import segsvc  # noqa: E402
 from segsvc.fusion import fuse_batchnorm  # noqa: E402
 from segsvc.images import decode_image  # noqa: E402
-from segsvc.onnx_backend import OnnxBackend, make_runner  # noqa: E402
-from segsvc.serialization import DEFAULT_MODEL_DIR  # noqa: E402
+from segsvc.modelfolder import DEFAULT_MODEL_DIR  # noqa: E402
+from segsvc.runtime import BACKENDS, load_runtime  # noqa: E402
+from segsvc.runtime.cpu import cpu_description  # noqa: E402
 
 HEIGHT, WIDTH = 384, 480
 
@@ -126,12 +127,15 @@ def bench_models(rounds: int, batch_rounds: int) -> None:
         runners[f"{name} | eager NCHW"] = torch_runner(folded, channels_last=False)
         runners[f"{name} | eager channels_last"] = torch_runner(folded, channels_last=True)
         runners[f"{name} | eager channels_last, BN not folded"] = torch_runner(model, channels_last=True)
-    runners["segsvc (ours) | onnxruntime"] = OnnxBackend.from_model(ours, threads=torch.get_num_threads()).run_batch
+    for form in ("onnxruntime", "openvino", "auto"):
+        runtime = load_runtime(DEFAULT_MODEL_DIR, form, threads=torch.get_num_threads())
+        runners[f"segsvc (ours) | {form if form != 'auto' else 'auto: ' + runtime.form.name}"] = runtime.run_batch
     single = np.random.default_rng(0).standard_normal((1, 3, HEIGHT, WIDTH)).astype(np.float32)
     latency = interleaved(runners, single, rounds)
     batch8 = np.repeat(single, 8, axis=0)
     throughput = interleaved(runners, batch8, batch_rounds)
     reference = min(statistics.median(latency[f"smp Linknet(mobilenet_v2) | eager {layout}"]) for layout in ("NCHW", "channels_last"))
+    print(cpu_description())
     print(f"input 1x3x{HEIGHT}x{WIDTH}, {torch.get_num_threads()} threads, {rounds} interleaved rounds (batch 8: {batch_rounds})")
     print("eager rows fold BatchNorm into the convolutions unless they say otherwise; ratio: against Linknet's faster folded row")
     print("| model | backend | params (M) | GMACs | p50 ms | p95 ms | images/s (batch 8) | p50 / Linknet best |")
@@ -182,7 +186,7 @@ def free_port() -> int:
 def in_process_worker(backend: str, threads: int, arrays: list[np.ndarray], seconds: float, barrier) -> float:
     """images/s of `predict_mask` in one process, started together with its siblings by `barrier`."""
     torch.set_num_threads(threads)
-    runner = make_runner(segsvc.load_default_model(), backend, threads)
+    runner = load_runtime(DEFAULT_MODEL_DIR, backend, threads)
     for a in arrays:
         segsvc.predict_mask(runner, a)
     barrier.wait()
@@ -208,13 +212,31 @@ def server_parallelism() -> tuple[int, int]:
     return (int(workers) if workers.isdigit() else os.cpu_count() or 1), int(os.environ.get("SEGSVC_THREADS", "1"))
 
 
-def start_server(repo: Path, port: int, backend: str) -> subprocess.Popen:
-    """`bentoml serve` of the service in `repo` (this checkout, or e.g. a git worktree of an older commit)."""
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(repo), "SEGSVC_BACKEND": backend}
+def start_server(repo: Path, port: int, backend: str | None) -> subprocess.Popen:
+    """`bentoml serve` of the service in `repo` (this checkout, or e.g. a git worktree of an older commit);
+    with `backend` None, each serves its own default backend."""
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(repo)}
+    env.pop("SEGSVC_BACKEND", None)
+    if backend is not None:
+        env["SEGSVC_BACKEND"] = backend
     return subprocess.Popen(
         [str(Path(sys.executable).parent / "bentoml"), "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
+
+
+def server_rss_mb(server: subprocess.Popen) -> list[float]:
+    """Resident MB of each process in the server's session (it starts one): the main process and its workers."""
+    sizes = []
+    for proc in Path("/proc").iterdir():
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if proc.name.isdigit() and int(fields[3]) == server.pid:  # field 6, the session id
+                status = (proc / "status").read_text()
+                sizes.append(int(status.split("VmRSS:")[1].split()[0]) / 1024)
+        except (OSError, IndexError):
+            continue
+    return sorted(sizes)
 
 
 def stop_server(server: subprocess.Popen) -> None:
@@ -280,15 +302,16 @@ def load_test(url: str, bodies: list[bytes], requests_total: int, max_seconds: f
         )
 
 
-def bench_http(requests_total: int, max_seconds: float, backend: str, targets: list[str], rounds: int) -> None:
+def bench_http(requests_total: int, max_seconds: float, backend: str | None, targets: list[str], rounds: int) -> None:
     """Load-test each target in turn, `rounds` times (A B A B ...): a repo folder to serve, or the URL of a
     server already running (started with the same SEGSVC_WORKERS / SEGSVC_THREADS / SEGSVC_BACKEND)."""
+    print(cpu_description())
     images = sorted((Path(os.environ.get("SEGSVC_SHARED", ROOT.parent / "shared")) / "datasets/camvid_mini/test").iterdir())
     bodies = [p.read_bytes() for p in images]
     arrays = [decode_image(b) for b in bodies]  # as the server decodes them
     workers, threads = server_parallelism()
     # Measured before any server this script starts, so that nothing else is on the cores.
-    in_process = in_process_rate(backend, workers, threads, arrays, seconds=min(20.0, max_seconds))
+    in_process = in_process_rate(backend or "auto", workers, threads, arrays, seconds=min(20.0, max_seconds))
     for round_index in range(rounds):
         for target in targets:
             server = None
@@ -306,9 +329,19 @@ def bench_http(requests_total: int, max_seconds: float, backend: str, targets: l
                     f"processes x {threads} thread(s): {in_process:.1f} images/s"
                 )
                 load_test(url, bodies, requests_total, max_seconds, in_process)
+                if server is not None:
+                    print("resident MB after the load, main process and workers:", " / ".join(f"{mb:.0f}" for mb in server_rss_mb(server)))
+                describe_backend(url)
             finally:
                 if server is not None:
                     stop_server(server)
+
+
+def describe_backend(url: str) -> None:
+    import requests
+
+    info = requests.get(url + "/model", timeout=10).json()
+    print(f"served: {info.get('backend')} ({info.get('engine', '')} {info.get('precision', '')}), timings ms {info.get('timings_ms', '')}")
 
 
 def main() -> None:
@@ -316,7 +349,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=21, help="interleaved batch-1 rounds")
     parser.add_argument("--batch-rounds", type=int, default=5, help="interleaved batch-8 rounds")
     parser.add_argument("--http", action="store_true", help="also load-test a bentoml serve on loopback")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="onnx", help="the service's SEGSVC_BACKEND")
+    parser.add_argument("--backend", choices=BACKENDS, default=None, help="the service's SEGSVC_BACKEND (default: each target's own)")
     parser.add_argument("--requests", type=int, default=100, help="HTTP requests per concurrency level")
     parser.add_argument("--max-seconds", type=float, default=120, help="time bound per HTTP level")
     parser.add_argument("--repo", action="append", default=[], help="with --http: serve this repo folder (repeatable)")

@@ -18,7 +18,8 @@ import numpy as np
 
 from segsvc.data import CAMVID_IGNORE_INDEX
 from segsvc.evaluate import evaluate_folder
-from segsvc.onnx_backend import OnnxBackend, export_onnx
+from segsvc.export import export_onnx
+from segsvc.runtime.onnxruntime_engine import OnnxRuntimeEngine as OnnxBackend
 from segsvc.quantize import FLOAT_NODES, calibration_images, quantize_onnx
 from segsvc.serialization import load_model
 from training.datamodule import default_data_root

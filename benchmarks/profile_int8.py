@@ -28,10 +28,10 @@ LAYER = re.compile(r"/(encoder/features\.\d+(/conv/conv\.\d)?|decoder/stages\.\d
 
 
 def session(path: Path, prefix: Path):
-    """A profiling session with the backend's options (`segsvc.onnx_backend.session_options`), 1 thread."""
+    """A profiling session with the backend's options (`segsvc.runtime.onnxruntime_engine.session_options`), 1 thread."""
     import onnxruntime as ort
 
-    from segsvc.onnx_backend import session_options
+    from segsvc.runtime.onnxruntime_engine import session_options
 
     options = session_options(threads=1)
     options.enable_profiling, options.profile_file_prefix = True, str(prefix)
@@ -62,9 +62,8 @@ def profile(paths: dict[str, Path], runs: int, size: tuple[int, int], folder: Pa
 
 
 def main() -> None:
-    import segsvc
-    from segsvc.onnx_backend import export_onnx
-    from segsvc.quantize import FLOAT_NODES, int8_path
+    from segsvc.modelfolder import DEFAULT_MODEL_DIR, INT8_FILE, ONNX_FILE, graph_path
+    from segsvc.quantize import FLOAT_NODES
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="model folder with model_int8.onnx, or 'default'")
@@ -72,10 +71,10 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=384)
     parser.add_argument("--width", type=int, default=480)
     args = parser.parse_args()
-    model = segsvc.load_default_model() if args.model == "default" else segsvc.load_model(args.model)
+    folder = DEFAULT_MODEL_DIR if args.model == "default" else Path(args.model)
     size = (args.height, args.width)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = {"fp32": export_onnx(model, Path(tmp) / "model.onnx"), "int8": int8_path(model)}
+        paths = {"fp32": graph_path(folder, ONNX_FILE), "int8": graph_path(folder, INT8_FILE)}
         fp32, int8 = profile(paths, args.runs, size, Path(tmp)).values()
 
     float_layers = tuple(prefix.rstrip("/") for prefix in FLOAT_NODES) + ("/head",)

@@ -28,8 +28,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import segsvc  # noqa: E402
-from segsvc.onnx_backend import OnnxBackend  # noqa: E402
+from segsvc.modelfolder import DEFAULT_MODEL_DIR  # noqa: E402
+from segsvc.runtime import load_runtime  # noqa: E402
 from segsvc.predict import TILE_OVERLAP, TILE_SIZE, predict_mask  # noqa: E402
 from segsvc.tiling import tile_starts  # noqa: E402
 from tests.test_tiling import WHOLE, camvid_mosaic  # noqa: E402
@@ -79,7 +79,7 @@ def main() -> None:
     if args.rounds < 0:
         parser.error("--rounds must be 0 or more")
     settings = args.tiles
-    backend = OnnxBackend.from_model(segsvc.load_default_model(), threads=1)
+    backend = load_runtime(DEFAULT_MODEL_DIR, "onnxruntime", threads=1)
     photos = sorted((CAMVID / "test").iterdir())[:2]
 
     images = {"2048 mosaic": camvid_mosaic(CAMVID), "4096x3072 mosaic": camvid_mosaic(CAMVID, 4096, 3072)}

@@ -31,6 +31,7 @@ import segsvc.runtime.auto
 from segsvc import encodings
 from segsvc.images import ImageError, decode_image
 from segsvc.modelfolder import read_config
+from segsvc.runtime.cpu import cpu_description
 from segsvc.visualize import overlay, palettized
 from service.http import MAX_BYTES, MAX_PIXELS, PayloadTooLarge, RequestGate, http_error
 from service.store import ensure_default_model, model_tag
@@ -207,6 +208,7 @@ class Segmenter:
             "model": str(self.model_ref.tag),
             "version": segsvc.__version__,
             **self.runtime.describe(),  # backend, engine, precision, and the timings that chose it
+            "cpu": cpu_description(),
             "classes": self.config["class_names"],
             "palette": [list(c) for c in self.palette],
             "input": {
