@@ -226,14 +226,20 @@ def start_server(repo: Path, port: int, backend: str | None) -> subprocess.Popen
 
 
 def server_rss_mb(server: subprocess.Popen) -> list[float]:
-    """Resident MB of each process in the server's session (it starts one): the main process and its workers."""
-    sizes = []
+    """Resident MB of the server's process and each of its descendants (the workers), smallest first."""
+    children: dict[int, list[int]] = {}
     for proc in Path("/proc").iterdir():
         try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            if proc.name.isdigit() and int(fields[3]) == server.pid:  # field 6, the session id
-                status = (proc / "status").read_text()
-                sizes.append(int(status.split("VmRSS:")[1].split()[0]) / 1024)
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(proc.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    sizes, todo = [], [server.pid]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            sizes.append(int((Path("/proc") / str(pid) / "status").read_text().split("VmRSS:")[1].split()[0]) / 1024)
         except (OSError, IndexError):
             continue
     return sorted(sizes)
