@@ -6,6 +6,7 @@ import base64
 import concurrent.futures
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -327,6 +328,29 @@ def test_workers_hold_no_torch(server):
     for worker in workers:
         maps = (Path("/proc") / worker.split()[0] / "maps").read_text()
         assert "libtorch" not in maps and ("onnxruntime" in maps or "openvino" in maps), worker
+
+
+@pytest.mark.parametrize(
+    ("backend", "message"),
+    [
+        ("tensorrt", "segsvc: SEGSVC_BACKEND: unknown backend 'tensorrt'; the backends are auto, onnxruntime, openvino"),
+        ("openvino-int8", "segsvc: SEGSVC_BACKEND: backend 'openvino-int8' is not available here (no model_int8_qdq.onnx"),
+    ],
+)
+def test_an_unknown_or_unavailable_backend_stops_serve_with_one_line(backend, message, tmp_path):
+    """Checked by `bentoml serve` itself, before any worker starts: one line naming the available backends."""
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(ROOT)}
+    model = shutil.copytree(DEFAULT_MODEL_DIR, tmp_path / "m")
+    (model / "model_int8_qdq.onnx").unlink()
+    result = subprocess.run(
+        [sys.executable, "-m", "training.cli", "import", str(model), "--tag", "partial"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    env.update(SEGSVC_BACKEND=backend, SEGSVC_MODEL_TAG="partial:latest")
+    result = subprocess.run([BENTOML, "serve", "--port", str(free_port())], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
 
 
 def test_workers_start_with_glibc_huge_pages(server):
