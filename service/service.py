@@ -71,7 +71,10 @@ def decide_backend() -> None:
     that every worker serves the same form: a mask must not depend on which worker took the request. The
     timing runs in a child process on a quiet machine; a worker then loads the winner alone."""
     if os.environ.get("SEGSVC_BACKEND", "auto") == "auto" and AUTO_DECISION not in os.environ:
-        decision = segsvc.runtime.auto.decide(bentoml.models.get(model_tag()).path, THREADS_PER_WORKER)
+        try:
+            decision = segsvc.runtime.auto.decide(bentoml.models.get(model_tag()).path, THREADS_PER_WORKER)
+        except ValueError as error:  # no form can serve this model folder: say why, in one line
+            raise SystemExit(f"segsvc: SEGSVC_BACKEND=auto: {str(error).removeprefix('segsvc: ')}") from None
         os.environ[AUTO_DECISION] = json.dumps(decision)
 
 

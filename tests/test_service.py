@@ -331,17 +331,19 @@ def test_workers_hold_no_torch(server):
 
 
 @pytest.mark.parametrize(
-    ("backend", "message"),
+    ("backend", "missing", "message"),
     [
-        ("tensorrt", "segsvc: SEGSVC_BACKEND: unknown backend 'tensorrt'; the backends are auto, onnxruntime, openvino"),
-        ("openvino-int8", "segsvc: SEGSVC_BACKEND: backend 'openvino-int8' is not available here (no model_int8_qdq.onnx"),
+        ("tensorrt", "model_int8_qdq.onnx", "segsvc: SEGSVC_BACKEND: unknown backend 'tensorrt'; the backends are auto, onnxruntime, openvino"),
+        ("openvino-int8", "model_int8_qdq.onnx", "segsvc: SEGSVC_BACKEND: backend 'openvino-int8' is not available here (no model_int8_qdq.onnx"),
+        ("auto", "model.onnx", "segsvc: SEGSVC_BACKEND=auto: no backend can serve"),
     ],
 )
-def test_an_unknown_or_unavailable_backend_stops_serve_with_one_line(backend, message, tmp_path):
+def test_an_unknown_or_unavailable_backend_stops_serve_with_one_line(backend, missing, message, tmp_path):
     """Checked by `bentoml serve` itself, before any worker starts: one line naming the available backends."""
     env = {**os.environ, "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(ROOT)}
     model = shutil.copytree(DEFAULT_MODEL_DIR, tmp_path / "m")
-    (model / "model_int8_qdq.onnx").unlink()
+    (model / missing).unlink()
+    (model / "accuracy.json").unlink()  # so auto has no reduced form to fall back on either
     result = subprocess.run(
         [sys.executable, "-m", "training.cli", "import", str(model), "--tag", "partial"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )  # fmt: skip
