@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export BENTOML_DO_NOT_TRACK := true
 export SEGSVC_SHARED ?= $(abspath ../shared)
 
-.PHONY: venv test test-fast serve bench clean
+.PHONY: venv test test-fast serve docs bench clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,10 @@ test-fast: venv
 
 serve: venv
 	$(BIN)/bentoml serve --port $${PORT:-3000}
+
+# The docs site (mkdocs.yml, docs/) with live reload on http://127.0.0.1:8000 (PORT=8001 make docs to move it).
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:$${PORT:-8000}
 
 bench: venv
 	$(BIN)/python benchmarks/bench.py

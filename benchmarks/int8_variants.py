@@ -1,9 +1,9 @@
 """Which layers to leave in float in the int8 model: each variant's mIoU and its pixel agreement with fp32.
 
-    python benchmarks/int8_variants.py --model runs/gpu/train_model --split val      # the README's INT8 table
+    python benchmarks/int8_variants.py --model runs/gpu/train_model --split val      # the table in docs/measurements/int8.md
     python benchmarks/int8_variants.py --model M --variants all-int8 shipped --limit 5   # a quick look
 
-Choose on a split the model did not train on: the shipped model trains on train+val, so the README's table
+Choose on a split the model did not train on: the shipped model trains on train+val, so that table
 comes from its train-only twin on val. Every variant is calibrated on the same 32 train images (MinMax,
 reduce_range, as `segsvc quantize`) and run by ONNX Runtime at 2 threads.
 """

@@ -1,4 +1,4 @@
-"""camvid_mini (or CamVid) in the other common mask formats, for the README walk-through and the tests.
+"""camvid_mini (or CamVid) in the other common mask formats, for the walk-through in docs/own-data.md and the tests.
 
     python scripts/camvid_formats.py --root ../shared/datasets/camvid_mini -o data/camvid_formats
 

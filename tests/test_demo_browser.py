@@ -1,6 +1,6 @@
 """The /demo page in a real headless Chromium (Debian's chromium + chromium-driver, driven by selenium).
 
-SEGSVC_DEMO_SCREENSHOT=docs/demo.png also writes the screenshot the README shows.
+SEGSVC_DEMO_SCREENSHOT=docs/demo.png also writes the screenshot docs/serving.md shows.
 """
 
 from __future__ import annotations

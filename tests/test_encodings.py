@@ -27,7 +27,7 @@ def test_rle_decodes_to_the_exact_mask(camvid_mini):
             rle = rle_encode(mask, int(class_id))
             assert rle["size"] == list(mask.shape) and isinstance(rle["counts"], str)
             np.testing.assert_array_equal(rle_decode(rle), mask == class_id)
-            # and with pycocotools alone, as the README shows
+            # and with pycocotools alone, as docs/serving.md shows
             decoded = coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode()})
             np.testing.assert_array_equal(decoded, mask == class_id)
 

@@ -458,6 +458,8 @@ def test_bentoml_build_contains_the_model(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     (bento,) = [p for p in (tmp_path / "bentos" / "segsvc").iterdir() if p.name != "latest"]
     assert "tag: segsvc-camvid:" in (bento / "bento.yaml").read_text()
+    readme = (bento / "README.md").read_text()  # bentofile's description: the text of the bento's API page at /
+    assert readme.startswith("# segsvc") and "POST /segment_json" in readme and "curl -s -F image=@" in readme
     assert (bento / "src" / "segsvc" / "assets" / "camvid_default" / "model.safetensors").is_file()
     assert (bento / "src" / "service" / "demo" / "index.html").is_file()  # the demo page works inside the Bento
     assert (bento / "src" / "segsvc" / "assets" / "camvid_default" / "model.onnx").is_file()
