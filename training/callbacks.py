@@ -36,7 +36,8 @@ class ValidationOverlays(pl.Callback):
             image, mask = dataset.load(int(index))
             prediction = predict_mask(model, image)
             rows.append(np.concatenate([image, overlay(image, mask, model.palette), overlay(image, prediction, model.palette)], 1))
-        picture = np.concatenate(rows, 0)
+        width = max(row.shape[1] for row in rows)  # images of mixed sizes: rows padded black on the right
+        picture = np.concatenate([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows], 0)
         out = log_dir / "overlays" / f"epoch{trainer.current_epoch:03d}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(picture).save(out)
