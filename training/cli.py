@@ -21,6 +21,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     from pytorch_lightning.cli import LightningCLI
 
     from training.datamodule import SegmentationDataModule
+    from training.defaults import DEFAULT_CALLBACKS, TRAINER_DEFAULTS, drop_switched_off
     from training.module import SegmentationModule
 
     class SegsvcCLI(LightningCLI):
@@ -28,20 +29,32 @@ def build_cli(args: list[str] | None, run: bool = True):
             # The data decides the classes; the model follows (no duplicate setting to get wrong).
             for key in ("num_classes", "class_names", "palette", "ignore_index"):
                 parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
+            # Our training defaults are the parser's: `--print_config` shows them, a YAML replaces them.
+            parser.set_defaults({"trainer.callbacks": DEFAULT_CALLBACKS, "model.encoder_weights": "imagenet"})
 
         def before_instantiate_classes(self) -> None:
             # One setting moves a run: checkpoints without a dirpath go to <default_root_dir>/checkpoints
             # (one folder across restarts, so --ckpt_path last finds them), logs and overlays already follow it.
             config = self.config.get(self.subcommand) if self.subcommand else self.config
             root = Path(config.trainer.default_root_dir or ".")
+            drop_switched_off(config.trainer)
             for callback in config.trainer.callbacks or []:
                 if str(callback.class_path).endswith("ModelCheckpoint") and not callback.init_args.dirpath:
                     callback.init_args.dirpath = str(root / "checkpoints")
+            # No max_epochs or max_steps in the YAML: the schedule is chosen from the data before fit.
+            self.auto_schedule = config.trainer.max_epochs is None and config.trainer.max_steps in (None, -1)
+            self.auto_validation = self.auto_schedule and config.trainer.check_val_every_n_epoch == 1
+
+        def before_fit(self) -> None:
+            from training.recipe import apply_recipe
+
+            apply_recipe(self.trainer, self.model, self.datamodule, self.auto_schedule, self.auto_validation)
 
     return SegsvcCLI(
         SegmentationModule,
         SegmentationDataModule,
         subclass_mode_data=True,
+        trainer_defaults=TRAINER_DEFAULTS,
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
