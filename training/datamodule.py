@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader
 
 from segsvc.batching import PadCollate
@@ -206,7 +207,9 @@ class SegmentationDataModule(pl.LightningDataModule):
     def check_before_fit(self) -> Report:
         """fit's data check: print the table and warnings (main process), refuse with DataError; once per run."""
         trainer = self.trainer
-        main_process = trainer is None or trainer.is_global_zero
+        # rank_zero_only.rank comes from the launcher's environment: right even before the strategy is set up
+        # (the CLI checks before fit, when trainer.is_global_zero still says True on every DDP process).
+        main_process = rank_zero_only.rank == 0 and (trainer is None or trainer.is_global_zero)
         report = self.check_data(("train", "val"), Path(trainer.default_root_dir) if trainer and main_process else None)
         if main_process:
             print(report.table)

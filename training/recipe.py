@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from segsvc.recipe import Choice, choose_class_weighting, choose_schedule, format_recipe
 
@@ -33,7 +34,7 @@ def apply_recipe(trainer: pl.Trainer, model: pl.LightningModule, datamodule, aut
         if auto_validation:
             trainer.check_val_every_n_epoch = every.value
             choices.append(every)
-    if choices and trainer.is_global_zero:
+    if choices and rank_zero_only.rank == 0:  # every DDP process chooses alike; one prints
         text = format_recipe(choices)
         print(text)
         out = Path(trainer.default_root_dir)
