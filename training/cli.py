@@ -130,22 +130,69 @@ def import_to_store(args: argparse.Namespace) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
+    """Score a model folder on a split at full resolution: JSON on stdout, the confusion matrix as a picture."""
     import json
 
-    from segsvc.data import CAMVID_IGNORE_INDEX
-    from segsvc.evaluate import evaluate_folder
+    from PIL import Image
+
+    from segsvc.data import CAMVID_IGNORE_INDEX, DataError, SegmentationDataset
+    from segsvc.evaluate import evaluate_dataset, evaluate_folder
     from segsvc.serialization import load_default_model, load_model
+    from segsvc.visualize import confusion_picture
     from training.datamodule import default_data_root
 
     from segsvc.onnx_backend import make_runner
 
+    if args.config and args.root:
+        raise ValueError("give --config (any data module) or --root (a CamVid folder), not both")
     model = load_default_model() if args.model == "default" else load_model(args.model)
-    root = Path(args.root) if args.root else default_data_root() / "camvid"
-    ignore = model.ignore_index if model.ignore_index is not None else CAMVID_IGNORE_INDEX
+    if args.config:
+        data = datamodule_from_config(args.config)
+        if data.num_classes != model.num_classes:
+            raise ValueError(f"the model has {model.num_classes} classes, the data in {args.config} {data.num_classes} ({data.class_names})")
+        try:
+            dataset = SegmentationDataset(data.split_pairs(args.split), data.mask_format)
+        except DataError as error:
+            raise ValueError(str(error)) from error
+        names, ignore = data.class_names, data.ignore_index
+    else:
+        root = Path(args.root) if args.root else default_data_root() / "camvid"
+        names = model.class_names
+        ignore = model.ignore_index if model.ignore_index is not None else CAMVID_IGNORE_INDEX
     runner = make_runner(model, args.backend, threads=args.threads)
-    result = evaluate_folder(runner, root / args.split, root / f"{args.split}annot", model.num_classes, ignore)
-    result["iou"] = dict(zip(model.class_names, (round(v, 4) for v in result["iou"])))
+    if args.config:
+        result = evaluate_dataset(runner, dataset, model.num_classes, ignore)
+    else:
+        result = evaluate_folder(runner, root / args.split, root / f"{args.split}annot", model.num_classes, ignore)
+    picture = Path(args.confusion or f"runs/evaluate/{Path(str(args.model)).name}_{args.split}_confusion.png")
+    picture.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(confusion_picture(result.pop("confusion"), list(names))).save(picture)
+    result["iou"] = dict(zip(names, (round(v, 4) for v in result["iou"])))
+    result["confusion_picture"] = str(picture)
     print(json.dumps(result, indent=2))
+
+
+def datamodule_from_config(path: str):
+    """The `data` section of a fit YAML, instantiated as fit would (class_path + init_args), and nothing else."""
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    from training.datamodule import SegmentationDataModule
+
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from error
+    if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
+        raise ValueError(f"{path} has no data section (data: class_path + init_args, as for segsvc fit)")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(SegmentationDataModule, "data")
+    try:
+        parsed = parser.parse_object({"data": config["data"]})
+    except Exception as error:  # jsonargparse's ArgumentError, whose message spans lines
+        raise ValueError(f"the data section of {path}: {str(error).strip().splitlines()[0]}") from error
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+    return instantiate(parsed).data
 
 
 def quantize(args: argparse.Namespace) -> None:
@@ -226,10 +273,12 @@ def run_command(argv: list[str] | None) -> None:
     p.add_argument("action", choices=("check",), help="check: statistics per split and fit's refusals")
     p.add_argument("args", nargs=argparse.REMAINDER, help="--config X.yaml and dotted overrides, as for fit")
     p.set_defaults(func=data_check)
-    p = commands.add_parser("evaluate", help="score a model folder on a CamVid-layout split at full resolution")
+    p = commands.add_parser("evaluate", help="score a model folder on a split of any data module at full resolution")
     p.add_argument("model", help="model folder, or 'default' for the shipped model")
-    p.add_argument("--root", default=None, help="CamVid folder (default: $SEGSVC_DATA_ROOT/camvid)")
-    p.add_argument("--split", default="test")
+    p.add_argument("--config", default=None, help="a fit YAML: its data section says where the data is and how to read it")
+    p.add_argument("--root", default=None, help="without --config: a CamVid folder (default: $SEGSVC_DATA_ROOT/camvid)")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    p.add_argument("--confusion", default=None, help="confusion-matrix picture (default: runs/evaluate/<model>_<split>_confusion.png)")
     p.add_argument("--backend", choices=("torch", "onnx", "int8"), default="torch")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
     p.set_defaults(func=evaluate)
