@@ -72,8 +72,10 @@ def run_lightning(args: list[str] | None) -> None:
 
 
 def data_check(args: argparse.Namespace) -> None:
-    """Statistics per split and the refusals `fit` would make, without training; exit 2 on a refusal."""
+    """Statistics per split, the refusals `fit` would make and the recipe it would choose, without training; exit 2 on a refusal."""
     from segsvc.data import DataError
+    from segsvc.recipe import format_recipe
+    from training.recipe import choose_recipe
 
     try:
         with warnings.catch_warnings():  # LightningCLI frowns at args= beside a non-empty sys.argv: intended here
@@ -82,11 +84,14 @@ def data_check(args: argparse.Namespace) -> None:
         datamodule = cli.datamodule
         splits = tuple(s for s in ("train", "val", "test") if s != "test" or datamodule.has_split("test"))
         report = datamodule.check_data(splits, Path(cli.trainer.default_root_dir))
+        choices = choose_recipe(cli.model, datamodule, cli.auto_schedule, cli.auto_validation) if not report.refusals else []
     except (DataError, FileNotFoundError) as error:
         print(f"segsvc: error: {error}", file=sys.stderr)
         sys.exit(2)
     print(report.table)
     print(f"(written to {Path(cli.trainer.default_root_dir) / 'data_check.txt'})")
+    if choices:
+        print(format_recipe(choices))
     for warning in report.warnings:
         print(f"segsvc: warning: {warning}", file=sys.stderr)
     if report.refusals:
