@@ -319,3 +319,24 @@ def test_evaluate_config_scores_a_model_folder_on_the_folder_format(minimal_run,
     bad = run_cli("evaluate", str(model), "--config", str(config), "--split", "test")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("segsvc evaluate: error: no test split in ")
+
+
+def test_imagenet_by_default_and_offline_without_the_file_is_one_line(forms, tmp_path, capsys, monkeypatch):
+    """The CLI's encoder default is torchvision's ImageNet file; offline without it in torch's cache: one line."""
+    from urllib.error import URLError
+
+    def offline(*args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)  # never the network in tests
+    config = minimal_yaml(tmp_path, forms / "instances")
+    settings = yaml.safe_load(config.read_text())
+    del settings["model"]  # a user's YAML: nothing about the encoder
+    write_yaml(config, settings)
+    code, _, err = run_in_process(capsys, "fit", "--config", str(config))
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    assert last.startswith("segsvc: error: encoder_weights: imagenet: torchvision's MobileNetV2 weights are not in ")
+    assert "or to null to train from scratch" in last
+    scratch = build_cli(["--config", str(config), "--model.encoder_weights", "null"], run=False)
+    assert scratch.model.hparams.encoder_weights is None
