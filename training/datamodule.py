@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from segsvc.data import (
     split_off,
 )
 from segsvc.datacheck import Report, SplitStats, check, fingerprint, load_cached, measure, save_cached
+from segsvc.layout import resolve_roots
 from segsvc.masks import CocoImage, MaskError, MaskFormat, read_coco
 from segsvc.recipe import Choice, choose_crop_size
 
@@ -101,7 +101,6 @@ class SegmentationDataModule(pl.LightningDataModule):
         kind = mask_format or ("values" if mask_values is not None else "index")
         if kind == "color" and not self.palette:
             raise DataError("mask_format: color needs the palette, one [r, g, b] per class")
-        as_tuple = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v  # noqa: E731 (hashable entries)
         values = {"values": tuple(map(as_tuple, mask_values or ())), "color": tuple(self.palette or ())}.get(kind, ())
         ignored = tuple(map(as_tuple, ignore_values or ()))
         try:
@@ -313,21 +312,9 @@ class CamVidDataModule(SegmentationDataModule):
             download_camvid(self.root)
 
 
-def resolve_roots(root: str | list[str]) -> list[Path]:
-    """`root` as folders: one path, a list, or glob patterns (`data/Tile */`), each pattern's matches sorted."""
-    patterns = [root] if isinstance(root, (str, Path)) else list(root)
-    if not patterns:
-        raise DataError("root is an empty list: name at least one dataset folder")
-    roots = []
-    for pattern in map(str, patterns):
-        if not any(char in pattern for char in "*?["):
-            roots.append(Path(pattern))
-            continue
-        matches = sorted(Path(match) for match in glob.glob(pattern) if Path(match).is_dir())
-        if not matches:
-            raise DataError(f"root {pattern!r} matches no folder")
-        roots += matches
-    return roots
+def as_tuple(value):
+    """YAML lists (a colour, a class's list of values) as tuples, so a MaskFormat compares and prints alike."""
+    return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 def download_camvid(root: Path) -> None:
