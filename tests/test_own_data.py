@@ -340,3 +340,18 @@ def test_imagenet_by_default_and_offline_without_the_file_is_one_line(forms, tmp
     assert "or to null to train from scratch" in last
     scratch = build_cli(["--config", str(config), "--model.encoder_weights", "null"], run=False)
     assert scratch.model.hparams.encoder_weights is None
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ('--data.init_args.mask_values=[0, "9-3"]', "mask_values range '9-3' is empty or negative; write it low-high, e.g. \"1-255\""),
+        ("--data.init_args.root={forms}/Tile ?/", "root '{forms}/Tile ?/' matches no folder"),
+    ],
+)  # fmt: skip
+def test_a_bad_option_is_one_line_from_fit_not_a_traceback(forms, tmp_path, capsys, override, message):
+    """Raised in the data module's __init__, which jsonargparse wraps in a multi-line error of its own."""
+    config = minimal_yaml(tmp_path, forms / "instances")
+    code, _, err = run_in_process(capsys, "fit", "--config", str(config), override.format(forms=forms))
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == f"segsvc: error: {message.format(forms=forms)}"

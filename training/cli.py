@@ -62,18 +62,31 @@ def build_cli(args: list[str] | None, run: bool = True):
 
 
 def run_lightning(args: list[str] | None) -> None:
-    from segsvc.data import DataError
-
     try:
         build_cli(args)
-    except (DataError, FileNotFoundError) as error:  # also when raised in setup, inside trainer.fit
-        print(f"segsvc: error: {error}", file=sys.stderr)
+    except Exception as error:  # also when raised in setup, inside trainer.fit
+        exit_on_data_error(error)
+        raise
+
+
+def exit_on_data_error(error: BaseException) -> None:
+    """Exit 2 with one line when a DataError or a missing file caused `error`; else return (a bug: its traceback).
+
+    jsonargparse wraps what a data module's __init__ raises (a bad `mask_values`, a `root` glob matching nothing)
+    in its own multi-line ValueError, so the cause chain is searched.
+    """
+    from segsvc.data import DataError
+
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, (DataError, FileNotFoundError)):
+        cause = cause.__cause__
+    if cause is not None:
+        print(f"segsvc: error: {cause}", file=sys.stderr)
         sys.exit(2)
 
 
 def data_check(args: argparse.Namespace) -> None:
     """Statistics per split, the refusals `fit` would make and the recipe it would choose, without training; exit 2 on a refusal."""
-    from segsvc.data import DataError
     from segsvc.recipe import format_recipe
     from training.recipe import choose_recipe
 
@@ -85,9 +98,9 @@ def data_check(args: argparse.Namespace) -> None:
         splits = tuple(s for s in ("train", "val", "test") if s != "test" or datamodule.has_split("test"))
         report = datamodule.check_data(splits, Path(cli.trainer.default_root_dir))
         choices = choose_recipe(cli.model, datamodule, cli.auto_schedule, cli.auto_validation) if not report.refusals else []
-    except (DataError, FileNotFoundError) as error:
-        print(f"segsvc: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as error:
+        exit_on_data_error(error)
+        raise
     print(report.table)
     print(f"(written to {Path(cli.trainer.default_root_dir) / 'data_check.txt'})")
     if choices:
