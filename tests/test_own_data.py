@@ -355,3 +355,11 @@ def test_a_bad_option_is_one_line_from_fit_not_a_traceback(forms, tmp_path, caps
     code, _, err = run_in_process(capsys, "fit", "--config", str(config), override.format(forms=forms))
     assert code == 2 and "Traceback" not in err, err[-2000:]
     assert err.strip().splitlines()[-1] == f"segsvc: error: {message.format(forms=forms)}"
+
+
+def test_overlay_rows_of_large_tiles_are_shrunk_to_the_panel_width():
+    from training.callbacks import shrink
+
+    row = np.zeros((1480, 3 * 2149, 3), np.uint8)  # image | truth | prediction of the largest aerial tile
+    assert shrink(row, 3 * 640).shape == (441, 1920, 3)
+    assert shrink(np.zeros((360, 1440, 3), np.uint8), 3 * 640).shape == (360, 1440, 3)  # CamVid stays as it is
