@@ -18,6 +18,9 @@ IMBALANCE_FOR_WEIGHTING = 10.0
 # Schedule: about EPOCHS passes over the train images, but never fewer than MIN_STEPS optimizer steps (18
 # images at batch 8 are 2 steps per epoch) nor more than MAX_STEPS; about VALIDATIONS validations per run.
 EPOCHS, MIN_STEPS, MAX_STEPS, VALIDATIONS = 100, 2000, 20000, 25
+# The latest checkpoint (for --ckpt_path last) about every CHECKPOINT_STEPS steps, not after each 1-step epoch:
+# a 24 MB save takes ~0.1 s, more than a training step of a small set.
+CHECKPOINT_STEPS = 50
 # Square crop: this share of the median train image's short side, a multiple of 32 within these bounds.
 CROP_SHARE, MIN_CROP, MAX_CROP = 0.75, 128, 512
 
@@ -63,6 +66,14 @@ def choose_schedule(train_images: int, batch_size: int) -> tuple[Choice, Choice]
         Choice("trainer.max_epochs", epochs, reason),
         Choice("trainer.check_val_every_n_epoch", every, f"about {VALIDATIONS} validations in {epochs} epochs"),
     )
+
+
+def choose_checkpoint_interval(train_images: int, batch_size: int) -> Choice:
+    """Epochs between `latest.ckpt` saves: about every CHECKPOINT_STEPS optimizer steps, at least every epoch."""
+    steps_per_epoch = max(train_images // batch_size, 1)
+    every = max(1, CHECKPOINT_STEPS // steps_per_epoch)
+    reason = f"about every {CHECKPOINT_STEPS} steps at {steps_per_epoch} step(s) per epoch"
+    return Choice("latest checkpoint every_n_epochs", every, reason)
 
 
 def choose_crop_size(sizes: dict[str, int]) -> Choice:

@@ -21,7 +21,7 @@ from PIL import Image
 from scripts.camvid_formats import CAR, MIXED_SIZES, index_masks, write_instances, write_tiles
 from segsvc.batching import PadCollate, same_size_groups
 from segsvc.data import CAMVID_CLASSES, DataError
-from segsvc.recipe import choose_class_weighting, choose_crop_size, choose_schedule
+from segsvc.recipe import choose_checkpoint_interval, choose_class_weighting, choose_crop_size, choose_schedule
 from tests.conftest import ROOT, WEIGHTS
 from training.cli import build_cli, main
 from training.datamodule import SegmentationDataModule
@@ -133,6 +133,7 @@ def test_glob_root_over_folders_with_spaces_and_repeated_names(forms, camvid_min
     assert "data.crop_size: [256, 256]   (median train image short side 360 px" in recipe  # 480x360 frames
     assert "model.class_weighting: enet   (most/least frequent class" in recipe  # CamVid: bicyclists are rare
     assert "trainer.max_epochs: 2000   (11 train images at batch 8: 1 step(s) per epoch" in recipe
+    assert "latest checkpoint every_n_epochs: 50   (about every 50 steps" in recipe
     with pytest.raises(DataError, match=r"root '.*Nope \*/' matches no folder"):
         SegmentationDataModule(f"{forms}/tiles/Nope */", CAMVID_CLASSES, ignore_index=11)
 
@@ -184,6 +185,7 @@ def test_recipe_choices_follow_the_data():
     epochs, every = choose_schedule(18, 8)  # 18 photos at batch 8: 2 steps per epoch
     assert epochs.value * 2 >= 2000 and every.value == epochs.value // 25
     assert choose_schedule(1000, 8)[0].value == 100  # a larger set: about 100 epochs
+    assert choose_checkpoint_interval(18, 8).value == 25 and choose_checkpoint_interval(367, 8).value == 1
     assert choose_crop_size({"480x360": 10}).value == (256, 256)
     assert choose_crop_size({"2149x1480": 3, "509x544": 1}).value == (512, 512)
     assert choose_crop_size({"253x311": 5, "1017x581": 1}).value == (160, 160)

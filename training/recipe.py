@@ -12,7 +12,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from segsvc.recipe import Choice, choose_class_weighting, choose_schedule, format_recipe
+from segsvc.recipe import Choice, choose_checkpoint_interval, choose_class_weighting, choose_schedule, format_recipe
 
 
 def needs_recipe(model: pl.LightningModule, datamodule, auto_schedule: bool) -> bool:
@@ -26,8 +26,11 @@ def choose_recipe(model: pl.LightningModule, datamodule, auto_schedule: bool, au
     if model.hparams.get("class_weighting") == "auto":
         choices.append(choose_class_weighting(datamodule.stats["train"].class_pixels, datamodule.class_names))
     if auto_schedule:
-        epochs, every = choose_schedule(len(datamodule.dataset("train")), datamodule.batch_size)
+        train_images = len(datamodule.dataset("train"))
+        epochs, every = choose_schedule(train_images, datamodule.batch_size)
         choices += [epochs, every] if auto_validation else [epochs]
+        saves = choose_checkpoint_interval(train_images, datamodule.batch_size)
+        choices += [saves] if saves.value > 1 else []
     return choices
 
 
@@ -49,6 +52,12 @@ def apply_recipe(trainer: pl.Trainer, model: pl.LightningModule, datamodule, aut
             trainer.fit_loop.max_epochs = choice.value
         elif choice.setting == "trainer.check_val_every_n_epoch":
             trainer.check_val_every_n_epoch = choice.value
+        elif choice.setting == "latest checkpoint every_n_epochs":
+            for callback in trainer.checkpoint_callbacks:
+                # Only the CLI's default every-epoch one (a YAML's own interval stays); ModelCheckpoint has no
+                # public setter, and its interval is read at each epoch end, so setting it before fit is safe.
+                if callback.monitor is None and callback._every_n_epochs == 1 and callback._save_on_train_epoch_end:
+                    callback._every_n_epochs = choice.value
     if choices and rank_zero_only.rank == 0:  # every DDP process chooses alike; one prints
         text = format_recipe(choices)
         print(text)
