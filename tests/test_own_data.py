@@ -340,8 +340,10 @@ def test_imagenet_by_default_and_offline_without_the_file_is_one_line(forms, tmp
     assert code == 2 and "Traceback" not in err, err[-2000:]
     assert last.startswith("segsvc: error: encoder_weights: imagenet: torchvision's MobileNetV2 weights are not in ")
     assert "or to null to train from scratch" in last
-    scratch = build_cli(["--config", str(config), "--model.encoder_weights", "null"], run=False)
-    assert scratch.model.hparams.encoder_weights is None
+    for spelling in ("null", "none"):  # from scratch only when asked, and then with a word
+        code, _, err = run_in_process(capsys, "fit", "--config", str(config), "--model.encoder_weights", spelling,
+                                      "--data.init_args.root", str(tmp_path / "missing"))  # fmt: skip
+        assert code == 2 and "warning: model.encoder_weights is null: the encoder starts from random weights" in err, err
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,8 @@ def choose_recipe(model: pl.LightningModule, datamodule, auto_schedule: bool, au
 def apply_recipe(trainer: pl.Trainer, model: pl.LightningModule, datamodule, auto_schedule: bool, auto_validation: bool) -> list[Choice]:
     """Run fit's data check now and set what is still unset: crop size, class weighting, schedule."""
     hparams = model.hparams
-    if hparams.get("encoder_weights") is None and hparams.get("init_model") is None and rank_zero_only.rank == 0:
+    scratch = str(hparams.get("encoder_weights")).lower() in ("none", "null")  # null, or the string "none"
+    if scratch and hparams.get("init_model") is None and rank_zero_only.rank == 0:
         print("segsvc: warning: model.encoder_weights is null: the encoder starts from random weights", file=sys.stderr)
     if not needs_recipe(model, datamodule, auto_schedule):
         return []  # a YAML that sets everything: nothing to choose, fit checks the data as always
