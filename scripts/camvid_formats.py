@@ -7,6 +7,11 @@ writes, from the index masks of train/ and val/:
     color/{train,val}/{images,masks}    RGB masks in CamVid's colours, void black
     coco/{train,val}/{images,annotations.json}   COCO RLE, one annotation per class per image, void unannotated
     flat/{images,masks}                 all pairs in one folder, index masks (split them with val_fraction)
+
+and the forms data really arrives in (issue 22), from train/ and val/ together (split them with val_fraction):
+    instances/{PNGImages,PedMasks}      the street-photo form: X.png with X_mask.png, instance ids (0, then one id
+                                        per car, as PennFudanPed numbers people), every image its own crop size
+    tiles/Tile 1 ... Tile 3/{images,masks}   the aerial form: folders with spaces, the same file names in each
 """
 
 from __future__ import annotations
@@ -67,6 +72,41 @@ def copy_images(root: Path, split: str, out: Path) -> None:
         shutil.copy(image, out / image.name)
 
 
+CAR = CAMVID_CLASSES.index("car")
+# Crops (width, height) given in turn to the sorted images: every few images another size, none a multiple of 32.
+MIXED_SIZES = [(480, 360), (417, 333), (353, 281), (450, 301), (389, 350)]
+
+
+def write_instances(root: Path, out: Path) -> Path:
+    """PennFudanPed's layout from camvid_mini: PNGImages/X.png, PedMasks/X_mask.png with 0 and one id per car."""
+    import cv2
+
+    (out / "PNGImages").mkdir(parents=True, exist_ok=True)
+    (out / "PedMasks").mkdir(parents=True, exist_ok=True)
+    masks = {**index_masks(root, "train"), **index_masks(root, "val")}
+    for i, (stem, mask) in enumerate(sorted(masks.items())):
+        width, height = MIXED_SIZES[i % len(MIXED_SIZES)]
+        folder = "train" if (root / "train" / f"{stem}.png").is_file() else "val"
+        image = Image.open(root / folder / f"{stem}.png").convert("RGB")
+        image.crop((0, 0, width, height)).save(out / "PNGImages" / f"{stem}.png")
+        _, ids = cv2.connectedComponents((mask[:height, :width] == CAR).astype(np.uint8), connectivity=8)
+        Image.fromarray(ids.astype(np.uint8)).save(out / "PedMasks" / f"{stem}_mask.png")
+    return out
+
+
+def write_tiles(root: Path, out: Path, tiles: int = 3) -> Path:
+    """The aerial set's layout: `Tile 1/` ... each with images/ and masks/ (index masks) and the same file names."""
+    stems = sorted({**index_masks(root, "train"), **index_masks(root, "val")})
+    per_tile = len(stems) // tiles
+    for tile in range(tiles):
+        for j, stem in enumerate(stems[tile * per_tile : (tile + 1) * per_tile]):
+            folder = "train" if (root / "train" / f"{stem}.png").is_file() else "val"
+            for kind, source in (("images", root / folder / f"{stem}.png"), ("masks", root / f"{folder}annot" / f"{stem}.png")):
+                (out / f"Tile {tile + 1}" / kind).mkdir(parents=True, exist_ok=True)
+                shutil.copy(source, out / f"Tile {tile + 1}" / kind / f"{j:03d}.png")
+    return out
+
+
 def convert(root: Path, out: Path) -> Path:
     colours = np.zeros((256, 3), np.uint8)
     colours[: len(CAMVID_PALETTE)] = CAMVID_PALETTE  # void (11) -> black
@@ -91,3 +131,5 @@ if __name__ == "__main__":
     parser.add_argument("-o", "--output", default="data/camvid_formats")
     args = parser.parse_args()
     print(f"wrote {convert(Path(args.root), Path(args.output))}")
+    write_instances(Path(args.root), Path(args.output) / "instances")
+    write_tiles(Path(args.root), Path(args.output) / "tiles")

@@ -17,10 +17,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from segsvc.images import to_rgb_array
+from segsvc.layout import IMAGE_SUFFIXES, DataError, list_pairs  # noqa: F401 (IMAGE_SUFFIXES: segsvc.data's public name)
 from segsvc.masks import CocoImage, MaskError, MaskFormat, decode_mask
 from segsvc.predict import normalize, pad_to_multiple
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 CAMVID_CLASSES = [
     "sky", "building", "pole", "road", "pavement", "tree",
@@ -32,26 +31,6 @@ CAMVID_PALETTE = [
     (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
 ]  # fmt: skip
 CAMVID_IGNORE_INDEX = 11
-
-
-class DataError(ValueError):
-    """A dataset problem, always naming the offending file or folder."""
-
-
-def list_pairs(image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
-    """(image, mask) pairs matched by file stem; a missing folder, a missing mask or an empty split is an error."""
-    for folder in (image_dir, mask_dir):
-        if not folder.is_dir():
-            raise DataError(f"folder not found: {folder}")
-    masks = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-    pairs = []
-    for image in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        if image.stem not in masks:
-            raise DataError(f"no mask for image {image} in {mask_dir}")
-        pairs.append((image, masks[image.stem]))
-    if not pairs:
-        raise DataError(f"empty split: no images in {image_dir}")
-    return pairs
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -104,9 +83,15 @@ class SegmentationDataset(Dataset):
         return image, mask
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.load(index)
-        if self.transform is not None:
-            image, mask = self.transform(image, mask)
+        try:
+            image, mask = self.load(index)
+            if self.transform is not None:
+                image, mask = self.transform(image, mask)
+        except DataError:
+            raise
+        except Exception as error:  # in a DataLoader worker anything else comes back as a traceback naming no file
+            first = (str(error).strip().splitlines() or [""])[0]
+            raise DataError(f"{self.pairs[index][0]}: {type(error).__name__}: {first}") from error
         return image, mask
 
 

@@ -65,17 +65,19 @@ def _is_head_key(key: str) -> bool:
 
 
 def read_imagenet_state_dict(weights: str | Path) -> dict[str, torch.Tensor]:
-    if str(weights) == "imagenet":
+    if str(weights) == "imagenet":  # downloaded once, then read from torch's cache (~/.cache/torch/hub/checkpoints)
         try:
             return torch.hub.load_state_dict_from_url(TORCHVISION_IMAGENET_URL, progress=False, weights_only=True)
         except OSError as error:
-            raise RuntimeError(
-                f"could not download torchvision's MobileNetV2 weights ({error}); offline, pass a local file "
-                "instead, e.g. encoder_weights='../shared/weights/mobilenet_v2_imagenet.safetensors'"
+            # FileNotFoundError: the CLI prints it as one line, like any other missing file.
+            raise FileNotFoundError(
+                f"encoder_weights: imagenet: torchvision's MobileNetV2 weights are not in {torch.hub.get_dir()}/checkpoints "
+                f"and could not be downloaded ({error}); offline, set encoder_weights to a local .safetensors or "
+                ".pth file (e.g. ../shared/weights/mobilenet_v2_imagenet.safetensors), or to null to train from scratch"
             ) from error
     path = Path(weights)
     if not path.is_file():
-        raise FileNotFoundError(f"encoder weights file not found: {path}")
+        raise FileNotFoundError(f"encoder weights file not found: {path} (encoder_weights)")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

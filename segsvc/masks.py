@@ -1,7 +1,9 @@
 """Mask files -> class ids (H, W), in every common annotation format.
 
 - "index":  single-channel PNGs whose pixels are class ids (CamVid's SegNet layout, VOC's P-mode PNGs).
-- "values": pixel values mapped to classes in order, `values=(0, 255)` for the usual binary masks.
+- "values": pixel values mapped to classes in order, `values=(0, 255)` for the usual binary masks. An entry
+  may also be a list of values or an inclusive range string: `(0, "1-255")` makes instance-id masks
+  (0 background, 1..N one id per object) a two-class mask.
 - "color":  RGB masks mapped to classes by a palette (CamVid's colour labels, Cityscapes-style exports).
 - "coco":   COCO segmentation JSON (polygons, RLE), rasterised with pycocotools.
 
@@ -44,19 +46,53 @@ class MaskFormat:
         if self.kind in ("values", "color") and len(self.values) != self.num_classes:
             name = "mask_values" if self.kind == "values" else "palette"
             raise MaskError(f"{name} has {len(self.values)} entries for {self.num_classes} classes; give one per class")
+        if self.kind == "values":
+            spans = sorted(self.value_ranges())
+            for (low, high, _), (next_low, _, _) in zip(spans, spans[1:]):
+                if next_low <= high:
+                    raise MaskError(f"value {next_low} appears twice in mask_values and ignore_values: "
+                                    f"{list(self.values)}, {list(self.ignore_values)}")  # fmt: skip
+            return
         known = list(self.values) + list(self.ignore_values)
         if len(set(known)) != len(known):
             raise MaskError(f"a value appears twice in mask_values/palette and ignore_values: {known}")
+
+    def value_ranges(self) -> list[tuple[int, int, int]]:
+        """(low, high, class id) inclusive, for "values" masks; ignore_values map to the ignore index."""
+        entries = [*enumerate(self.values), *((self.ignore_index, v) for v in self.ignore_values)]
+        return [(low, high, class_id) for class_id, entry in entries for low, high in parse_values(entry)]
 
     def describe(self, class_id: int) -> str:
         """How a decoded id looks in the mask files, for reports."""
         if class_id == self.ignore_index:
             return f"{class_id}=ignore" if self.kind == "index" else "ignore"
         if self.kind == "values":
-            return str(self.values[class_id])
+            return format_values(self.values[class_id])
         if self.kind == "color":
             return "#%02x%02x%02x" % tuple(self.values[class_id])
         return str(class_id)
+
+
+def parse_values(entry: int | str | list | tuple) -> list[tuple[int, int]]:
+    """One class's `mask_values` entry -> inclusive (low, high) ranges: 7, "7", "1-255", or a list of those."""
+    if isinstance(entry, (list, tuple)):
+        return [span for item in entry for span in parse_values(item)]
+    if isinstance(entry, (int, np.integer)) and not isinstance(entry, bool):
+        return [(int(entry), int(entry))]
+    text = str(entry).strip()
+    low, dash, high = text.partition("-")
+    try:
+        span = (int(low), int(high) if dash else int(low))
+    except ValueError:
+        raise MaskError(f"mask_values entry {entry!r} is not a value, a list of values or a range like \"1-255\"") from None
+    if span[0] < 0 or span[1] < span[0]:
+        raise MaskError(f"mask_values range {entry!r} is empty or negative; write it low-high, e.g. \"1-255\"")
+    return [span]
+
+
+def format_values(entry: int | str | list | tuple) -> str:
+    spans = [f"{low}" if low == high else f"{low}-{high}" for low, high in parse_values(entry)]
+    return spans[0] if len(spans) == 1 else "[" + ", ".join(spans) + "]"
 
 
 def decode_mask(source: Path | CocoImage, mask_format: MaskFormat) -> np.ndarray:
@@ -101,27 +137,54 @@ def index_classes(pixels: np.ndarray, path: Path, mask_format: MaskFormat) -> np
         raise MaskError(
             f"mask {path} has values {values[:5].tolist()} outside the classes 0..{mask_format.num_classes - 1} "
             f"(ignore index {mask_format.ignore_index}; {describe_counts(values, counts)})"
+            + instance_hint(np.unique(ids), mask_format.num_classes)
         )
     return ids
+
+
+def instance_hint(seen: np.ndarray, num_classes: int) -> str:
+    """A pointer to value ranges when the values seen run 0, 1, ..., N past the classes: instance ids."""
+    seen = np.asarray(seen).tolist()
+    if len(seen) < 3 or seen != list(range(len(seen))) or seen[-1] < num_classes:
+        return ""
+    top = 255 if seen[-1] <= 255 else 65535
+    return (
+        f"; the values run 0, 1..{seen[-1]} like instance ids (one per object): if every non-zero value is one "
+        f'class, say so with `mask_values: [0, "1-{top}"]`'
+    )
 
 
 def lookup_classes(pixels: np.ndarray, path: Path, mask_format: MaskFormat) -> np.ndarray:
     """Map each pixel value (or colour) through the format's table; an unknown one is an error."""
     colour = pixels.ndim == 3
     codes = pack_rgb(pixels) if colour else pixels.astype(np.int64)
-    key = (lambda value: int(pack_rgb(np.asarray(value)))) if colour else int
-    table = {key(value): class_id for class_id, value in enumerate(mask_format.values)}
-    table.update({key(value): mask_format.ignore_index for value in mask_format.ignore_values})
     unique, inverse, counts = np.unique(codes.ravel(), return_inverse=True, return_counts=True)
-    unknown = np.array([code not in table for code in unique.tolist()], dtype=bool)
+    if colour:
+        table = {int(pack_rgb(np.asarray(value))): class_id for class_id, value in enumerate(mask_format.values)}
+        table.update({int(pack_rgb(np.asarray(value))): mask_format.ignore_index for value in mask_format.ignore_values})
+        unknown = np.array([code not in table for code in unique.tolist()], dtype=bool)
+        mapped = np.array([table.get(code, -1) for code in unique.tolist()], dtype=np.int64)
+    else:
+        mapped, unknown = lookup_ranges(unique, mask_format.value_ranges())
     if unknown.any():
         shown = [unpack_rgb(code) for code in unique[unknown]] if colour else unique[unknown].tolist()
         order = np.argsort(-counts[unknown])[:3]
         found = ", ".join(f"{'colour' if colour else 'value'} {shown[i]} in {counts[unknown][i]} pixels" for i in order)
         names = ("palette", "a colour to ignore_values") if colour else ("mask_values", "ignore_values")
-        raise MaskError(f"mask {path} has {found}, not in {names[0]} (add it there, or {names[1]})")
-    mapped = np.array([table[code] for code in unique.tolist()], dtype=np.int64)
+        hint = "" if colour else instance_hint(unique, mask_format.num_classes)
+        raise MaskError(f"mask {path} has {found}, not in {names[0]} (add it there, or {names[1]}){hint}")
     return mapped[inverse].reshape(codes.shape)
+
+
+def lookup_ranges(codes: np.ndarray, ranges: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(class id per code, codes in no range) for sorted unique codes and non-overlapping (low, high, id) ranges."""
+    ranges = sorted(ranges)
+    lows = np.array([r[0] for r in ranges], dtype=np.int64)
+    highs = np.array([r[1] for r in ranges], dtype=np.int64)
+    ids = np.array([r[2] for r in ranges], dtype=np.int64)
+    where = np.searchsorted(lows, codes, side="right") - 1  # the last range starting at or below each code
+    inside = (where >= 0) & (codes <= highs[where.clip(0)])
+    return np.where(inside, ids[where.clip(0)], -1), ~inside
 
 
 def pack_rgb(pixels: np.ndarray) -> np.ndarray:

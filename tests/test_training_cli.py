@@ -75,7 +75,7 @@ def test_tensorboard_has_overlay_images_per_class_iou_and_learning_rate(trained)
     tags = run.Tags()
     assert len(run.Images("val/overlays")) == 5  # one picture per validation epoch
     picture = run.Images("val/overlays")[-1]
-    assert (picture.width, picture.height) == (3 * 480, 2 * 360)  # image | truth | prediction, 2 val images
+    assert (picture.width, picture.height) == (3 * 480, 3 * 360)  # image | truth | prediction, 3 val images (the default)
     assert {"val/miou", "val/pixel_acc", "val/iou_road", "val/iou_bicyclist"} <= set(tags["scalars"])
     rates = [value for _, value in scalars(trained, "lr-AdamW/pg2")]
     assert len(rates) > 5 and rates[-1] < max(rates)  # warm-up, then cosine decay, step by step
@@ -134,7 +134,8 @@ def test_kill_and_resume_continues_the_global_step(tmp_path, camvid_mini):
 def test_every_config_instantiates(config, imagenet_weights, tmp_path):
     moved = "dirpath" not in config.read_text()  # one default_root_dir moves checkpoints too
     code = (
-        f"import sys; sys.argv = ['segsvc', '--config', {str(config)!r}, '--trainer.default_root_dir', {str(tmp_path)!r}];"
+        f"import sys; sys.argv = ['segsvc', '--config', {str(config)!r}, '--trainer.default_root_dir', {str(tmp_path)!r},"
+        f"'--model.encoder_weights', {str(imagenet_weights)!r}];"  # no downloads in tests (the CLI's default is imagenet)
         "from training.cli import build_cli; cli = build_cli(None, run=False); data = cli.datamodule;"
         "assert cli.model.hparams.num_classes == data.num_classes == len(data.class_names) > 1;"
         "assert cli.model.model.class_names == data.class_names; print(type(data).__name__);"

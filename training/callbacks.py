@@ -1,8 +1,8 @@
 """Callbacks: validation overlays and epoch timing.
 
 ValidationOverlays: a picture per validation epoch (image | ground truth overlay | prediction overlay, for a
-few val images), written as `overlays/epochNNN.png` beside the logs and as the image `val/overlays` in
-TensorBoard.
+few val images, each panel at most `max_width` pixels wide), written as `overlays/epochNNN.png` beside the
+logs and as the image `val/overlays` in TensorBoard.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from segsvc.visualize import overlay
 
 
 class ValidationOverlays(pl.Callback):
-    def __init__(self, num_images: int = 3):
+    def __init__(self, num_images: int = 3, max_width: int = 640):
         self.num_images = num_images
+        self.max_width = max_width  # per panel: a 2000-pixel aerial tile would make a 100 MB picture per epoch
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.datamodule is None:
@@ -35,14 +36,25 @@ class ValidationOverlays(pl.Callback):
         for index in np.linspace(0, len(dataset) - 1, min(self.num_images, len(dataset))).astype(int):
             image, mask = dataset.load(int(index))
             prediction = predict_mask(model, image)
-            rows.append(np.concatenate([image, overlay(image, mask, model.palette), overlay(image, prediction, model.palette)], 1))
-        picture = np.concatenate(rows, 0)
+            row = np.concatenate([image, overlay(image, mask, model.palette), overlay(image, prediction, model.palette)], 1)
+            rows.append(shrink(row, 3 * self.max_width))
+        width = max(row.shape[1] for row in rows)  # images of mixed sizes: rows padded black on the right
+        picture = np.concatenate([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows], 0)
         out = log_dir / "overlays" / f"epoch{trainer.current_epoch:03d}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(picture).save(out)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("val/overlays", picture, trainer.global_step, dataformats="HWC")
+
+
+def shrink(picture: np.ndarray, max_width: int) -> np.ndarray:
+    """The picture scaled down (area-averaged) to at most `max_width` pixels wide; narrower ones as they are."""
+    height, width = picture.shape[:2]
+    if width <= max_width:
+        return picture
+    size = (max_width, max(1, round(height * max_width / width)))
+    return np.asarray(Image.fromarray(picture).resize(size, Image.Resampling.BOX))
 
 
 class EpochTimer(pl.Callback):

