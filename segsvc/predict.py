@@ -20,7 +20,7 @@ from segsvc.tiling import blended_blocks
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 MULTIPLE = 32
-# Measured (2-core CPU, ONNX Runtime, 1 thread; README, Large images; benchmarks/tile_sweep.py): the model's
+# Measured (2-core CPU, ONNX Runtime, 1 thread; docs/performance.md, Large images; benchmarks/tile_sweep.py): the model's
 # argmax agrees with the whole image's only ~150 px inside a tile edge, so tiles overlap by at least 128 px,
 # spread evenly, each seam blended across its whole overlap (segsvc.tiling). 896/128 tiles agree with
 # whole-image inference on 99.7% of a 2048x2048 CamVid mosaic and 99.4% of a 4096x3072 one, and compute

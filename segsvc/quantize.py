@@ -6,12 +6,12 @@ stamped with the digest of the float weights they were made from, so a re-export
 stale int8 file. Then each reduced-precision form's agreement with fp32 on the calibration images goes into
 the folder's accuracy record (`segsvc.runtime.agreement`), which decides whether backend "auto" may pick it.
 
-Choices, measured on CamVid val (README, "INT8"): QOperator format, uint8 activations and int8 per-channel
-weights (u8 x s8 is x86's int8 dot product; S8S8 and QDQ ran slower here), MinMax calibration, and
-`reduce_range` (7-bit weights). Without reduce_range the model lost 4-6 points of val mIoU whatever the
-calibration or the layers left in float: on x86 CPUs without VNNI (ours: AVX2 only) the u8 x s8 kernels
-add pairs of products into int16, which saturates with full-range weights (VNNI sums straight into int32;
-no VNNI CPU was at hand to measure whether it still needs reduce_range). The first three encoder blocks
+Choices, measured on CamVid val (docs/performance.md, "INT8"): for ONNX Runtime, QOperator format (S8S8
+and QDQ ran slower there), uint8 activations and int8 per-channel weights (u8 x s8 is x86's int8 dot
+product), MinMax calibration, and `reduce_range` (7-bit weights). Without reduce_range the model lost 4-6
+points of val mIoU whatever the calibration or the layers left in float: on x86 CPUs without VNNI (AVX2
+only) the u8 x s8 kernels add pairs of products into int16, which saturates with full-range weights; VNNI
+sums straight into int32, and one calibration serves both kinds of CPU. The first three encoder blocks
 and the last three decoder stages stay in float (`FLOAT_NODES`): chosen on val with a model trained on
 train only, they took the int8 model from -2.4 to +0.2 points of val mIoU and its pixel agreement with
 fp32 from 96.8% to 98.7% (worst image 92.8% -> 96.9%), for a few percent of speed.
@@ -118,7 +118,7 @@ def quantize_model_dir(
 ) -> list[Path]:
     """Write `model_dir`/model_int8.onnx and model_int8_qdq.onnx from the folder's float graph (exported
     first when missing or stale), calibrated on `count` images; `float_nodes=()` quantises every layer
-    (faster, less accurate: README, INT8)."""
+    (faster, less accurate: docs/performance.md, INT8)."""
     model_dir = Path(model_dir)
     read_config(model_dir)  # a clear error for anything that is not a model folder
     try:

@@ -327,7 +327,7 @@ def run_command(argv: list[str] | None) -> None:
     p.add_argument("--images", type=int, default=32, help="calibration images, spread over the folder")
     p.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax")
     p.add_argument("--masks", default=None, help="masks for the accuracy check (default: found beside the images)")
-    p.add_argument("--all-int8", action="store_true", help="no float layers: faster, less accurate (README, INT8)")
+    p.add_argument("--all-int8", action="store_true", help="no float layers: faster, less accurate (docs/performance.md, INT8)")
     p.add_argument("--threads", type=int, default=None, help="engine threads for the accuracy check")
     p.set_defaults(func=quantize)
     p = commands.add_parser("accuracy", help="record each bf16/int8 form's agreement with fp32 (what lets auto serve it)")
