@@ -206,3 +206,13 @@ def test_every_command_ends_its_process_group(tmp_path):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_fit_help_explains_the_model_and_data_options():
+    """`segsvc fit --help` shows each option's help from the Args: docstrings, the data module's included."""
+    result = run_cli("fit", "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
+    help_text = " ".join(result.stdout.split())  # argparse wraps lines
+    assert "--model.encoder_weights ENCODER_WEIGHTS Where the MobileNetV2 encoder starts" in help_text
+    assert '--data.mask_suffix MASK_SUFFIX How mask file names end after the shared stem: "_mask.png" pairs X.png with X_mask.png' in help_text
+    assert "--data.mask_values+ MASK_VALUES Per class, the mask value(s) meaning it" in help_text

