@@ -30,9 +30,10 @@ from PIL import Image
 
 from segsvc.predict import TILE_ABOVE_PIXELS, return_memory_to_os
 
-# Measured (2-core CPU, 1 engine thread a worker; benchmarks/bench_overload.py): a worker computes about
-# 1.4 MP/s, so 80 MP is about a minute of work, half the traffic timeout: two 7200x5400 images and room
-# for small ones. A worker's memory is one image in flight plus the uploads of the rest.
+# Two 7200x5400 images and room for small ones: at most about a minute of work, half the traffic timeout.
+# Measured, 1 engine thread a worker: a 39 MP image took 26 s on the README's 2-core CPU (Large images);
+# on an AVX-512 VNNI+BF16 EPYC (openvino-int8-bf16) two workers answered theirs in 11-24 s under a burst
+# (benchmarks/bench_overload.py). A worker's memory is one image in flight plus the uploads of the rest.
 DEFAULT_MAX_QUEUED_PIXELS = 80_000_000
 MAX_QUEUED_PIXELS = int(os.environ.get("SEGSVC_MAX_QUEUED_PIXELS", "").strip() or DEFAULT_MAX_QUEUED_PIXELS)
 DEADLINE_MARGIN_S = 2.0  # give up this long before BentoML's traffic timeout answers 504
