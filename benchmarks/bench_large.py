@@ -42,6 +42,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_server(home: str, port: int, settings: dict[str, str]) -> subprocess.Popen:
+    """`bentoml serve` of this checkout on `port`, its store in `home`, `settings` (SEGSVC_...) in its environment."""
+    env = {**os.environ, "BENTOML_HOME": home, "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(ROOT), **settings}
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "bentoml"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+
 def tree_rss(pid: int) -> dict[int, int]:
     """Resident bytes of `pid` and all its descendants, from /proc."""
     children: dict[int, list[int]] = {}
@@ -120,12 +129,7 @@ def main() -> None:
     big = large_jpeg(args.width, args.height)
     port = free_port()
     with tempfile.TemporaryDirectory() as home:
-        env = {**os.environ, "BENTOML_HOME": home, "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(ROOT),
-               "SEGSVC_WORKERS": "1", "SEGSVC_THREADS": "1", "SEGSVC_BACKEND": args.backend}  # fmt: skip
-        server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "bentoml"), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+        server = start_server(home, port, {"SEGSVC_WORKERS": "1", "SEGSVC_THREADS": "1", "SEGSVC_BACKEND": args.backend})
         try:
             deadline = time.time() + 600
             while True:

@@ -8,6 +8,7 @@ by the tile, not by the image.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -96,43 +97,56 @@ def predict(
     tile_size: int = TILE_SIZE,
     tile_overlap: int = TILE_OVERLAP,
     tile_above: int = TILE_ABOVE_PIXELS,
+    checkpoint: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Class ids (H, W) uint8 for an RGB image of any size, and with `confidence` the per-pixel maximum
     softmax probability (H, W) float32 in [0, 1] (else None).
 
     Images with more than `tile_above` pixels run as `tile_size` tiles overlapping by `tile_overlap`
-    (multiples of 32), their logits blended (`segsvc.tiling`); smaller ones run whole.
+    (multiples of 32), their logits blended (`segsvc.tiling`); smaller ones run whole. `checkpoint`, if
+    given, is called before each tile: it may raise to stop the image (a service whose client has gone) or
+    block while more urgent work runs.
     """
     rgb = as_rgb(image)
     height, width = rgb.shape[:2]
     if height * width > tile_above:
-        return predict_tiled(model, rgb, confidence, tile_size, tile_overlap)
+        return predict_tiled(model, rgb, confidence, tile_size, tile_overlap, checkpoint)
     logits = run_logits(model, preprocess(rgb))[0, :, :height, :width]
     mask = argmax_classes(logits)
     return mask, max_softmax(logits) if confidence else None
 
 
 def predict_tiled(
-    model: nn.Module | Backend, rgb: np.ndarray, confidence: bool, tile_size: int, tile_overlap: int
+    model: nn.Module | Backend,
+    rgb: np.ndarray,
+    confidence: bool,
+    tile_size: int,
+    tile_overlap: int,
+    checkpoint: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """`predict` over overlapping tiles; each tile is normalised and padded on its own, so no float copy
-    of the whole image exists, and each finished block of blended logits is argmaxed and dropped."""
+    of the whole image exists, and each finished block of blended logits is argmaxed and dropped.
+    `checkpoint` runs before each tile (see `predict`)."""
     height, width = rgb.shape[:2]
     mask = np.empty((height, width), np.uint8)
     scores = np.empty((height, width), np.float32) if confidence else None
 
     def tile_logits(top: int, left: int, bottom: int, right: int) -> np.ndarray:
+        if checkpoint is not None:
+            checkpoint()
         return run_logits(model, preprocess(rgb[top:bottom, left:right]))[0, :, : bottom - top, : right - left]
 
-    for top, left, logits in blended_blocks(height, width, tile_size, tile_overlap, tile_logits):
-        block = np.s_[top : top + logits.shape[1], left : left + logits.shape[2]]
-        mask[block] = argmax_classes(logits)
-        if scores is not None:
-            scores[block] = max_softmax(logits)
-    del logits
-    if hasattr(model, "release_memory"):  # a backend holding buffers between runs (ONNX Runtime's arena)
-        model.release_memory()
-    return_memory_to_os()
+    try:
+        for top, left, logits in blended_blocks(height, width, tile_size, tile_overlap, tile_logits):
+            block = np.s_[top : top + logits.shape[1], left : left + logits.shape[2]]
+            mask[block] = argmax_classes(logits)
+            if scores is not None:
+                scores[block] = max_softmax(logits)
+            del logits
+    finally:  # also when `checkpoint` stopped the image
+        if hasattr(model, "release_memory"):  # a backend holding buffers between runs (ONNX Runtime's arena)
+            model.release_memory()
+        return_memory_to_os()
     return mask, scores
 
 

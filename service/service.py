@@ -6,6 +6,7 @@ APIs (typed, so the page at / runs them and `bentoml.SyncHTTPClient` calls them)
 confidence PNG), POST /segment_json (fractions, mask, and by parameter COCO RLE, polygons, confidence),
 POST /overlay, POST /model. GET /model and GET /demo (a page for people) are mounted beside them;
 BentoML's own /livez, /readyz (ready once the model is loaded and warmed up) and /metrics stay.
+Under overload each worker admits requests by their pixels and answers the rest 503 (service.admission).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,9 +33,11 @@ import segsvc.runtime.auto
 from segsvc import encodings
 from segsvc.images import ImageError, decode_image
 from segsvc.modelfolder import read_config
+from segsvc.predict import TILE_ABOVE_PIXELS
 from segsvc.runtime.cpu import cpu_description
 from segsvc.visualize import overlay, palettized
-from service.http import MAX_BYTES, MAX_PIXELS, PayloadTooLarge, RequestGate, http_error
+from service.admission import CURRENT, QUEUE, Dropped, Ticket
+from service.http import MAX_BYTES, MAX_PIXELS, Busy, PayloadTooLarge, RequestGate, http_error
 from service.store import ensure_default_model, model_tag
 
 
@@ -82,17 +86,20 @@ ensure_default_model()
 check_backend()
 decide_backend()
 WORKERS = os.environ.get("SEGSVC_WORKERS", "cpu_count")  # one process a core, one thread each
+TIMEOUT_S = 120  # BentoML answers 504 past this; a request still queued then is dropped first (service.admission)
 DEMO_PAGE = (Path(__file__).parent / "demo" / "index.html").read_bytes()
 
 
 def split_names(value: Any) -> Any:
     """`classes` as a JSON list (the clients) or as "road,car" (a form field or query parameter)."""
-    return [name.strip() for name in value.split(",") if name.strip()] if isinstance(value, str) else value
+    return [name.strip() for name in value.split(",")] if isinstance(value, str) else value  # "" is no class name
 
 
+MAX_TOLERANCE = 10_000  # pixels: more simplifies nothing further, and OpenCV refuses huge ones
+CLASS_NAMES = read_config(bentoml.models.get(model_tag()).path)["class_names"]  # for the OpenAPI document
 ImageFile = Annotated[Path, Field(description="the image: any Pillow-readable format, any mode")]
 ClassNames = Annotated[
-    list[str] | None,
+    list[Annotated[str, Field(json_schema_extra={"enum": CLASS_NAMES})]] | None,
     BeforeValidator(split_names),
     Field(description="only these classes in fractions, rle and polygons (default: all)"),
 ]
@@ -113,16 +120,13 @@ pages = Starlette(routes=[Route("/model", model_page, methods=["GET"]), Route("/
 @bentoml.service(
     name="segsvc",
     workers=int(WORKERS) if WORKERS.isdigit() else WORKERS,
-    traffic={"timeout": 120},
+    traffic={"timeout": TIMEOUT_S},
 )
 class Segmenter:
     model_ref = bentoml.models.BentoModel(model_tag())
 
     def __init__(self) -> None:
         self.ready = False
-        # One inference at a time in this worker: concurrent requests queue for the model instead of
-        # running side by side on the worker's one thread's worth of CPU, thrashing each other's caches.
-        self.inference_slot = anyio.CapacityLimiter(1)
         self.config = read_config(self.model_ref.path)  # classes and palette; the graphs carry the rest
         # auto (the default): the fastest eligible form on this CPU, as `decide_backend` timed it.
         # No form but the explicit "torch" imports torch.
@@ -137,6 +141,7 @@ class Segmenter:
         except ValueError as exc:
             raise ValueError(f"SEGSVC_BACKEND: {exc}") from exc
         segsvc.predict_mask(self.runtime, warm_up)  # first-call allocations happen here
+        QUEUE.report()  # the queue's series on /metrics from the start, at 0
         self.ready = True
 
     def __is_ready__(self) -> bool:
@@ -146,8 +151,7 @@ class Segmenter:
     async def segment(self, image: ImageFile, output: Literal["mask", "confidence"] = "mask") -> Image.Image:
         """The mask as a PNG of the input's size (mode P: one byte per pixel = class id, class colours attached),
         or with output=confidence the per-pixel confidence (max softmax probability x 255, 8-bit grayscale)."""
-        rgb = read_image(image)
-        mask, confidence = await self.infer(rgb, confidence=output == "confidence")
+        _, mask, confidence = await self.infer(image, confidence=output == "confidence")
         if confidence is not None:
             return encodings.fast_png(encodings.confidence_image(confidence))
         return encodings.fast_png(palettized(mask, self.palette))
@@ -157,17 +161,16 @@ class Segmenter:
         self,
         image: ImageFile,
         classes: ClassNames = None,
-        rle: Annotated[bool, Field(description="per-class COCO RLE (pycocotools)")] = False,
-        polygons: Annotated[bool, Field(description="per-class polygons: [exterior, holes...] rings of [x, y]")] = False,
-        tolerance: Annotated[float, Field(ge=0, description="polygon simplification, pixels (0: exact)")] = 1.0,
-        confidence: Annotated[bool, Field(description="the confidence as a base64 8-bit PNG")] = False,
+        rle: Annotated[bool, Field(strict=True, description="per-class COCO RLE (pycocotools)")] = False,
+        polygons: Annotated[bool, Field(strict=True, description="per-class polygons: [exterior, holes...] rings of [x, y]")] = False,
+        tolerance: Annotated[float, Field(strict=True, ge=0, le=MAX_TOLERANCE, description="polygon simplification, pixels (0: exact)")] = 1.0,
+        confidence: Annotated[bool, Field(strict=True, description="the confidence as a base64 8-bit PNG")] = False,
     ) -> dict[str, Any]:
         """Size, class names, per-class pixel fractions and the mask as a base64 PNG; more by parameter."""
         names = self.config["class_names"]
         if unknown := [name for name in classes or () if name not in names]:
             raise http_error(ImageError(f"unknown classes {unknown}; the classes are {names}"))
-        rgb = read_image(image)
-        mask, probability = await self.infer(rgb, confidence=confidence)
+        _, mask, probability = await self.infer(image, confidence=confidence)
         chosen = [(names.index(name), name) for name in classes] if classes else list(enumerate(names))
         counts = np.bincount(mask.ravel(), minlength=len(names))
         report: dict[str, Any] = {
@@ -187,10 +190,9 @@ class Segmenter:
         return report
 
     @bentoml.api
-    async def overlay(self, image: ImageFile, opacity: Annotated[float, Field(ge=0, le=1)] = 0.5) -> Image.Image:
+    async def overlay(self, image: ImageFile, opacity: Annotated[float, Field(strict=True, ge=0, le=1)] = 0.5) -> Image.Image:
         """The image with the coloured mask blended on it (opacity = the mask's weight), as a PNG."""
-        rgb = read_image(image)
-        mask, _ = await self.infer(rgb)
+        rgb, mask, _ = await self.infer(image)
         return encodings.fast_png(Image.fromarray(overlay(rgb, mask, self.palette, alpha=opacity)))
 
     @bentoml.api(route="/model")
@@ -198,9 +200,28 @@ class Segmenter:
         """Classes, palette, limits, model tag, and the engine and precision serving it (also GET /model)."""
         return self.info()
 
-    async def infer(self, rgb: np.ndarray, confidence: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """The model off the event loop, one inference at a time in this worker."""
-        return await anyio.to_thread.run_sync(segsvc.predict, self.runtime, rgb, confidence, limiter=self.inference_slot)
+    async def infer(self, image: Path, confidence: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The image decoded and through the model, off the event loop, in the request's turn (one inference
+        at a time in this worker: concurrent ones would thrash each other's caches on its one thread of CPU,
+        and each would hold its decoded image)."""
+        ticket = CURRENT.get() or Ticket(0, time.monotonic() + TIMEOUT_S)  # the gate admitted it, by its header
+        try:
+            async with QUEUE.turn(ticket):
+                return await anyio.to_thread.run_sync(self.compute, image, confidence, ticket)
+        except Dropped as error:
+            raise Busy(str(error)) from error
+
+    def compute(self, image: Path, confidence: bool, ticket: Ticket) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """In a worker thread, in the request's turn; between tiles a large image lets smaller ones run first."""
+        start = time.perf_counter()
+        rgb = read_image(image)
+        mask, probability = segsvc.predict(
+            self.runtime, rgb, confidence, checkpoint=lambda: anyio.from_thread.run(QUEUE.pause, ticket)
+        )
+        QUEUE.timed(ticket, time.perf_counter() - start)
+        if mask.size > TILE_ABOVE_PIXELS and len(QUEUE.tickets) == 1:  # the last of a run of large images
+            self.runtime.release_memory(idle=True)
+        return rgb, mask, probability
 
     @property
     def palette(self) -> list[tuple[int, int, int]]:
@@ -220,6 +241,7 @@ class Segmenter:
                 "formats": "any Pillow-readable image; EXIF orientation applied; output has the input's size",
                 "max_bytes": MAX_BYTES,
                 "max_pixels": MAX_PIXELS,
+                "max_queued_pixels": QUEUE.max_pixels,
             },
             "output": "/segment: PNG, mode P, one byte per pixel = class id, class palette attached",
             "demo": "/demo",
@@ -239,4 +261,4 @@ def read_image(path: Path) -> np.ndarray:
 
 
 IMAGE_PATHS = [method.route for method in Segmenter.apis.values() if "image" in method.input_spec.model_fields]
-Segmenter.add_asgi_middleware(RequestGate, paths=[*IMAGE_PATHS, "/model"], image_paths=IMAGE_PATHS)
+Segmenter.add_asgi_middleware(RequestGate, paths=[*IMAGE_PATHS, "/model"], image_paths=IMAGE_PATHS, timeout=TIMEOUT_S)

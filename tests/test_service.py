@@ -194,11 +194,30 @@ def test_bad_input_keeps_its_status_over_the_client(server, camvid_mini, tmp_pat
         ({"image": ("a.png", b"x"), "classes": ("c.bin", bytes(range(256)))}, "'classes' is not text"),
         ({"image": ("a.png", b"x"), "classes": (None, "road,nothing")}, "unknown classes ['nothing']"),
         ({"image": ("a.png", b"x"), "tolerance": (None, "-1")}, "tolerance: Input should be greater than or equal to 0"),
+        ({"image": ("a.png", b"x"), "tolerance": (None, "1e308")}, "tolerance: Input should be less than or equal to 10000"),
+        ({"image": ("a.png", b"x"), "confidence": (None, "0")}, "confidence: Input should be a valid boolean"),  # as typed
+        ({"image": ("a.png", b"x"), "classes": (None, "")}, "unknown classes ['']"),
     ],
 )
 def test_bad_form_fields_get_400_not_500(server, fields, message):
     response = requests.post(server.url + "/segment_json", files=fields, timeout=60)
     assert response.status_code == 400 and message in response.json()["error"], response.text
+
+
+def test_opacity_must_be_a_number(server):
+    response = requests.post(server.url + "/overlay", files={"image": ("a.png", b"x"), "opacity": (None, "true")}, timeout=60)
+    assert response.status_code == 400 and "opacity: Input should be a valid number" in response.json()["error"], response.text
+
+
+def test_a_parameter_given_twice_counts_twice(server, camvid_mini):
+    """BentoML keeps the last of repeated form fields; the gate makes them one list, as a query string too."""
+    data = next((camvid_mini / "val").iterdir()).read_bytes()
+    fields = [("image", ("a.png", data)), ("classes", (None, "road")), ("classes", (None, "car"))]
+    report = requests.post(server.url + "/segment_json", files=fields, timeout=60).json()
+    assert set(report["fractions"]) == {"road", "car"}
+    assert set(post(server, "/segment_json?classes=road&classes=car", data).json()["fractions"]) == {"road", "car"}
+    response = requests.post(server.url + "/overlay", files=[*fields[:1], ("opacity", (None, "0.2")), ("opacity", (None, "0.3"))], timeout=60)
+    assert response.status_code == 400 and "opacity" in response.json()["error"]
 
 
 def test_openapi_lists_the_endpoints_with_their_parameters(server):

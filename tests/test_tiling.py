@@ -193,3 +193,34 @@ def test_graph_engines_tile_too(form, model, camvid_mini):
     backend = load_runtime(DEFAULT_MODEL_DIR, form, threads=1)
     agreement = (predict_mask(backend, image, tile_size=512, tile_overlap=128, tile_above=0) == predict_mask(model, image, tile_size=512, tile_overlap=128, tile_above=0)).mean()
     assert agreement >= 0.999
+
+
+class CountingBackend:
+    """Logits of zeros for any batch, and how much memory-release it was asked for."""
+
+    def __init__(self) -> None:
+        self.released = 0
+
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+        return np.zeros((batch.shape[0], 11, *batch.shape[2:]), np.float32)
+
+    def release_memory(self) -> None:
+        self.released += 1
+
+
+def test_checkpoint_runs_before_each_tile_and_can_stop_the_image():
+    """The service stops a large image whose client has gone at its next tile, and releases its memory."""
+    rgb, backend, calls = np.zeros((2000, 2400, 3), np.uint8), CountingBackend(), []
+    predict(backend, rgb, checkpoint=lambda: calls.append(1), tile_above=0)
+    assert len(calls) == len(tile_starts(2000, 896, 128)) * len(tile_starts(2400, 896, 128)) and backend.released == 1
+
+    def stop_at_the_third() -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise TimeoutError("client gone")
+
+    calls.clear()
+    with pytest.raises(TimeoutError):
+        predict(backend, rgb, checkpoint=stop_at_the_third, tile_above=0)
+    assert len(calls) == 3 and backend.released == 2
+    predict(backend, np.zeros((360, 480, 3), np.uint8), checkpoint=stop_at_the_third)  # untiled: never called

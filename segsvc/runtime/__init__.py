@@ -59,9 +59,11 @@ class Runtime:
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         return self.engine.run_batch(batch)
 
-    def release_memory(self) -> None:
+    def release_memory(self, idle: bool = False) -> None:
+        """Hand back what the engine keeps from a large image; `idle` (nothing more is queued): also what a
+        run of large images would reuse."""
         if hasattr(self.engine, "release_memory"):
-            self.engine.release_memory()
+            self.engine.release_memory(idle)
 
     def describe(self) -> dict:
         return {

@@ -46,6 +46,7 @@ class OnnxRuntimeEngine:
         inputs = {"images": np.ascontiguousarray(batch, dtype=np.float32)}
         return self.session.run(["logits"], inputs, self.release if large else None)[0]
 
-    def release_memory(self) -> None:
-        """Hand the arena's memory back, as a run of a tiny image that shrinks it at its end."""
+    def release_memory(self, idle: bool = False) -> None:
+        """Hand the arena's memory back, as a run of a tiny image that shrinks it at its end (all of it,
+        `idle` or not)."""
         self.session.run(["logits"], {"images": np.zeros((1, 3, 32, 32), np.float32)}, self.release)

@@ -18,6 +18,9 @@ CACHED_SHAPES = 6
 # Compiled shapes over this many pixels (batch x height x width) are dropped by `release_memory`, so a
 # worker that just ran a large image's tiles returns to its idle size: each keeps its activation buffers.
 KEEP_PIXELS = 8 * 384 * 480
+# A worker with nothing queued keeps only shapes up to this (a CamVid frame's, 384x480): a run of large
+# images reuses its tile shape (896x896: ~100 MB of buffers, 0.8 s to compile), a worker at rest needs none.
+IDLE_KEEP_PIXELS = 512 * 512
 PRECISIONS = {"f32": "f32", "bf16": "bf16"}
 
 
@@ -64,9 +67,10 @@ class OpenVinoEngine:
         request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
         return request.get_output_tensor(0).data.copy()  # the tensor is the request's buffer, reused next run
 
-    def release_memory(self) -> None:
-        """Drop the compiled shapes of large inputs (their buffers go with them)."""
-        for shape in [s for s in self.requests if s[0] * s[2] * s[3] > KEEP_PIXELS]:
+    def release_memory(self, idle: bool = False) -> None:
+        """Drop the compiled shapes of large inputs (their buffers go with them); `idle`: all but small ones."""
+        keep = IDLE_KEEP_PIXELS if idle else KEEP_PIXELS
+        for shape in [s for s in self.requests if s[0] * s[2] * s[3] > keep]:
             del self.requests[shape]
 
     @property
