@@ -9,6 +9,9 @@ document (schemathesis, run by tests/test_openapi_fuzz.py) then expects exactly 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
+
+import segsvc
 
 SPEC_PATH = "/docs.json"
 ERROR = {
@@ -16,6 +19,7 @@ ERROR = {
     "required": ["error", "status"],
     "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
 }
+API_PAGE = Path(__file__).with_name("api.md")  # also the bento's README (bentofile.yaml)
 RETRY_AFTER = {"Retry-After": {"description": "seconds until the worker expects to have room", "schema": {"type": "integer"}}}
 
 
@@ -25,9 +29,11 @@ def error_response(description: str, headers: dict | None = None) -> dict:
 
 
 def complete_spec(spec: dict) -> dict:
-    """`spec` with the image routes' body required, `image` declared as an image, their error answers, and
+    """`spec` with segsvc's title, version and description, the image routes' body required, `image` declared as an image, their error answers, and
     GET /model."""
     spec = copy.deepcopy(spec)
+    # BentoML fills these from a built bento only; served from a checkout, its placeholder says nothing of segsvc
+    spec["info"] = {"title": "segsvc", "version": segsvc.__version__, "description": API_PAGE.read_text()}
     spec.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR
     for path, operations in spec["paths"].items():
         form = operations.get("post", {}).get("requestBody", {}).get("content", {}).get("multipart/form-data")

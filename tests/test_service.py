@@ -222,6 +222,10 @@ def test_a_parameter_given_twice_counts_twice(server, camvid_mini):
 
 def test_openapi_lists_the_endpoints_with_their_parameters(server):
     spec = requests.get(server.url + "/docs.json", timeout=10).json()
+    # the API page at / shows segsvc's title, version and description, not BentoML's placeholder
+    assert spec["info"]["title"] == "segsvc" and spec["info"]["version"] == segsvc.__version__, spec["info"]
+    assert "POST /segment" in spec["info"]["description"] and "curl -s -F image=@" in spec["info"]["description"]
+    assert "BentoML Team" not in str(spec["info"])
     expected = {
         "/segment": {"image", "output"},
         "/segment_json": {"image", "classes", "rle", "polygons", "tolerance", "confidence"},
