@@ -94,6 +94,7 @@ class WorkQueue:
         self.running: Ticket | None = None
         self.changed = anyio.Event()
         self.seconds_per_pixel = SECONDS_PER_PIXEL
+        self.large_left = False  # a tiled image has finished since the heap was last trimmed
 
     @property
     def pixels(self) -> int:
@@ -114,16 +115,19 @@ class WorkQueue:
         return max(1, math.ceil(self.pixels * self.seconds_per_pixel))
 
     def leave(self, ticket: Ticket) -> None:
-        """The request is answered (or abandoned): its work leaves the queue. A queue that empties hands its
-        memory back (the image, its mask and response are freed by now)."""
+        """The request is answered (or abandoned): its work leaves the queue. A queue that empties after a
+        large image hands its memory back (the images, masks and responses are freed by now); trimming
+        after every small request cost requests/s and gave nothing back worth having."""
         if ticket.gone or time.monotonic() > ticket.deadline:
             reason = "disconnected" if ticket.gone else "deadline"
             metrics()["dropped"].labels(reason, "computing" if ticket.started else "waiting").inc()
         self.tickets.remove(ticket)
         self.report()
         self.wake()
-        if not self.tickets:
+        self.large_left = self.large_left or ticket.pixels > TILE_ABOVE_PIXELS
+        if not self.tickets and self.large_left:
             return_memory_to_os()
+            self.large_left = False
 
     def timed(self, ticket: Ticket, seconds: float) -> None:
         if ticket.pixels > TILE_ABOVE_PIXELS:  # the pace of the work that fills a queue
