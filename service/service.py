@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -126,6 +127,10 @@ class Segmenter:
     model_ref = bentoml.models.BentoModel(model_tag())
 
     def __init__(self) -> None:
+        # The engine hands the GIL back and forth with the event loop at each step of an inference; at
+        # Python's default 5 ms switch interval each step can wait that long while the loop runs Python.
+        # At 1 ms an OpenVINO inference beside a busy thread took 13 ms, not 23 (10 ms alone).
+        sys.setswitchinterval(0.001)
         self.ready = False
         self.config = read_config(self.model_ref.path)  # classes and palette; the graphs carry the rest
         # auto (the default): the fastest eligible form on this CPU, as `decide_backend` timed it.
