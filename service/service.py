@@ -129,7 +129,7 @@ class Segmenter:
     def __init__(self) -> None:
         # The engine hands the GIL back and forth with the event loop at each step of an inference; at
         # Python's default 5 ms switch interval each step can wait that long while the loop runs Python.
-        # At 1 ms an OpenVINO inference beside a busy thread took 13 ms, not 23 (10 ms alone).
+        # At 1 ms an OpenVINO inference beside a busy thread took 11 ms, not 20 (9 ms alone).
         sys.setswitchinterval(0.001)
         self.ready = False
         self.config = read_config(self.model_ref.path)  # classes and palette; the graphs carry the rest
