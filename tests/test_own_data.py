@@ -153,27 +153,50 @@ def test_pad_collate_pads_with_zero_and_ignore_and_keeps_sizes():
 
 
 def test_a_failure_in_a_dataloader_worker_is_one_line_naming_the_file(forms, tmp_path):
+    """In a process of its own: after a DataLoader worker failed in it, this test process later crashed
+    (SIGSEGV) when a child process of a later test exited (torch's SIGCHLD handler watches worker pids)."""
     import shutil
 
     root = tmp_path / "instances"
     shutil.copytree(forms / "instances", root)
-    data = SegmentationDataModule(str(root), num_workers=1, cache=False, eval_batch_size=2, **INSTANCES)
-    broken = data.dataset("val").pairs[1][0]
-    broken.write_bytes(b"\x89PNG\r\n\x1a\n not a png")
-    with pytest.raises(DataError) as raised:
-        list(data.val_dataloader())
-    assert "\n" not in str(raised.value) and str(raised.value).startswith(f"unreadable image {broken}")
-    broken.unlink()
-    shutil.copy(forms / "instances" / "PNGImages" / broken.name, broken)
+    script = tmp_path / "worker_failure.py"
+    script.write_text(WORKER_FAILURE.format(root=str(root), instances=INSTANCES))
+    result = subprocess.run([sys.executable, str(script)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "\n" not in found["unreadable"] and found["unreadable"].startswith(f"unreadable image {found['broken']}"), found
+    assert found["exploded"] == f"{found['first']}: ValueError: augmentation failed", found
 
-    def explode(image, mask):
-        raise ValueError("augmentation failed\nsecond line")
 
-    dataset = data.dataset("val")
-    dataset.transform = explode  # any other error in the worker: one line, the file named
-    with pytest.raises(DataError) as raised:
+WORKER_FAILURE = """
+import json
+from segsvc.data import DataError
+from training.datamodule import SegmentationDataModule
+
+
+def first_error(data):
+    try:
         list(data.val_dataloader())
-    assert str(raised.value) == f"{dataset.pairs[0][0]}: ValueError: augmentation failed"
+    except DataError as error:
+        return str(error)
+    return "no error"
+
+
+def explode(image, mask):
+    raise ValueError("augmentation failed\\nsecond line")
+
+
+data = SegmentationDataModule({root!r}, num_workers=1, cache=False, eval_batch_size=2, **{instances!r})
+broken = data.dataset("val").pairs[1][0]
+original = broken.read_bytes()
+broken.write_bytes(b"\\x89PNG\\r\\n\\x1a\\n not a png")
+unreadable = first_error(data)
+broken.write_bytes(original)
+dataset = data.dataset("val")
+dataset.transform = explode  # any other error in the worker: one line, the file named
+exploded = first_error(data)
+print(json.dumps({{"unreadable": unreadable, "broken": str(broken), "exploded": exploded, "first": str(dataset.pairs[0][0])}}))
+"""
 
 
 # --- the recipe -------------------------------------------------------------------------------------
