@@ -12,7 +12,7 @@ import glob
 import os
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+from segsvc.images import IMAGE_SUFFIXES
 
 
 class DataError(ValueError):

@@ -87,10 +87,15 @@ def weigh(folder: str | Path, threads: int | None = None, sample: np.ndarray | N
     return engines, timings, skipped
 
 
+def fastest(engines: dict[str, object], timings: dict[str, float]) -> str:
+    """The form with the least median time; the only one when a single form was loaded (and not timed)."""
+    return min(timings, key=timings.get) if timings else next(iter(engines))
+
+
 def choose(folder: str | Path, threads: int | None = None, sample: np.ndarray | None = None) -> Runtime:
     """The fastest eligible form on `sample` (default: the warm-up frame), timed in this process."""
     engines, timings, skipped = weigh(folder, threads, sample)
-    best = min(timings, key=timings.get) if timings else next(iter(engines))
+    best = fastest(engines, timings)
     runtime = Runtime(engines.pop(best), FORMS[best], "auto", timings, skipped)
     engines.clear()  # the others' sessions and compiled graphs go now, and their memory back to the OS
     return_memory_to_os()
@@ -122,8 +127,7 @@ def main() -> None:
         engines, timings, skipped = weigh(args.folder, args.threads)
     except ValueError as error:
         sys.exit(f"segsvc: {error}")
-    best = min(timings, key=timings.get) if timings else next(iter(engines))
-    print(json.dumps({"best": best, "timings_ms": timings, "skipped": skipped}))
+    print(json.dumps({"best": fastest(engines, timings), "timings_ms": timings, "skipped": skipped}))
 
 
 if __name__ == "__main__":
