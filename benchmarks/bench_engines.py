@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from segsvc.modelfolder import DEFAULT_MODEL_DIR, read_accuracy, read_config  # noqa: E402
+from segsvc.io.modelfolder import DEFAULT_MODEL_DIR, read_accuracy, read_config  # noqa: E402
 from segsvc.runtime import FORMS, load_runtime, unavailable  # noqa: E402
 from segsvc.runtime.auto import ineligible  # noqa: E402
 from segsvc.runtime.cpu import cpu_description  # noqa: E402
@@ -45,7 +45,7 @@ def interleaved(runtimes: dict, batch: np.ndarray, rounds: int) -> dict[str, flo
 
 def miou_table(folder: Path, forms: list[str], data: Path, split: str, threads: int) -> None:
     """Each form's mIoU and per-class IoU on a CamVid-layout split at full resolution."""
-    from segsvc.evaluate import evaluate_folder
+    from segsvc.evaluation.evaluate import evaluate_folder
 
     config = read_config(folder)
     print(f"\n{split} split of {data}, full resolution ({threads} threads)")

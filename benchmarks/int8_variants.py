@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from segsvc.data import CAMVID_IGNORE_INDEX
-from segsvc.evaluate import evaluate_folder
-from segsvc.export import export_onnx
+from segsvc.data.datasets import CAMVID_IGNORE_INDEX
+from segsvc.evaluation.evaluate import evaluate_folder
+from segsvc.models.export import export_onnx
 from segsvc.runtime.onnxruntime_engine import OnnxRuntimeEngine as OnnxBackend
-from segsvc.quantize import FLOAT_NODES, calibration_images, quantize_onnx
-from segsvc.serialization import load_model
+from segsvc.runtime.quantize import FLOAT_NODES, calibration_images, quantize_onnx
+from segsvc.models.serialization import load_model
 from training.datamodule import default_data_root
 
 ENCODER, DECODER = "/encoder/features.{}/", "/decoder/stages.{}/"

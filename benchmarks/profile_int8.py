@@ -62,8 +62,8 @@ def profile(paths: dict[str, Path], runs: int, size: tuple[int, int], folder: Pa
 
 
 def main() -> None:
-    from segsvc.modelfolder import DEFAULT_MODEL_DIR, INT8_FILE, ONNX_FILE, graph_path
-    from segsvc.quantize import FLOAT_NODES
+    from segsvc.io.modelfolder import DEFAULT_MODEL_DIR, INT8_FILE, ONNX_FILE, graph_path
+    from segsvc.runtime.quantize import FLOAT_NODES
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="model folder with model_int8.onnx, or 'default'")

@@ -4,7 +4,7 @@
     python benchmarks/tile_sweep.py --tiles 896/128 960/128 1024/256 --rounds 3
 
 Agreement: the tiled mask against the whole-image mask (ONNX Runtime fp32, the shipped default) on the
-2048x2048 CamVid mosaic that tests/test_tiling.py uses, a 4096x3072 one, and two CamVid test photos
+2048x2048 CamVid mosaic that tests/runtime/test_tiling.py uses, a 4096x3072 one, and two CamVid test photos
 upscaled to 2048x2048 (objects 4x their training size). Time: `predict_mask` on a 7200x5400 upscaled photo (the issue's image),
 1 thread, in a second thread as the service runs it, settings taking turns round by round; with each run
 the rise of this process's resident memory above where it started. Start Python with
@@ -28,11 +28,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from segsvc.modelfolder import DEFAULT_MODEL_DIR  # noqa: E402
+from segsvc.io.modelfolder import DEFAULT_MODEL_DIR  # noqa: E402
 from segsvc.runtime import load_runtime  # noqa: E402
-from segsvc.predict import TILE_OVERLAP, TILE_SIZE, predict_mask  # noqa: E402
-from segsvc.tiling import tile_starts  # noqa: E402
-from tests.test_tiling import WHOLE, camvid_mosaic  # noqa: E402
+from segsvc.runtime.predict import TILE_OVERLAP, TILE_SIZE, predict_mask  # noqa: E402
+from segsvc.runtime.tiling import tile_starts  # noqa: E402
+from tests.runtime.test_tiling import WHOLE, camvid_mosaic  # noqa: E402
 
 CAMVID = Path(os.environ.get("SEGSVC_SHARED", ROOT.parent / "shared")) / "datasets" / "camvid_mini"
 

@@ -27,7 +27,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from segsvc.data import CAMVID_CLASSES, CAMVID_IGNORE_INDEX, CAMVID_PALETTE  # noqa: E402
+from segsvc.data.datasets import CAMVID_CLASSES, CAMVID_IGNORE_INDEX, CAMVID_PALETTE  # noqa: E402
 
 ROAD = CAMVID_CLASSES.index("road")
 

@@ -15,8 +15,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import segsvc  # noqa: E402
-from segsvc.data import CAMVID_IGNORE_INDEX, SegmentationFolder  # noqa: E402
-from segsvc.visualize import overlay  # noqa: E402
+from segsvc.data.datasets import CAMVID_IGNORE_INDEX, SegmentationFolder  # noqa: E402
+from segsvc.io.visualize import overlay  # noqa: E402
 
 
 def main() -> None:

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import importlib
 
-from segsvc.predict import predict, predict_mask, preprocess
+from segsvc.runtime.predict import predict, predict_mask, preprocess
 from segsvc.runtime import load_runtime
 
 # name -> the module that defines it, imported on first use (PEP 562): a service never pays for torch
 _TORCH_API = {
-    "SegmentationModel": "segsvc.model",
-    "build_model": "segsvc.model",
-    "load_default_model": "segsvc.serialization",
-    "load_model": "segsvc.serialization",
-    "save_model": "segsvc.serialization",
+    "SegmentationModel": "segsvc.models.model",
+    "build_model": "segsvc.models.model",
+    "load_default_model": "segsvc.models.serialization",
+    "load_model": "segsvc.models.serialization",
+    "save_model": "segsvc.models.serialization",
 }
 
 __all__ = [

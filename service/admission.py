@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import anyio
 from PIL import Image
 
-from segsvc.predict import TILE_ABOVE_PIXELS, return_memory_to_os
+from segsvc.runtime.predict import TILE_ABOVE_PIXELS, return_memory_to_os
 
 # Two 7200x5400 images and room for small ones: at most about a minute of work, half the traffic timeout.
 # Measured, 1 engine thread a worker: a 39 MP image took 26 s on the README's 2-core CPU (Large images);

@@ -30,7 +30,7 @@ from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from segsvc.images import DEFAULT_MAX_PIXELS, ImageError
+from segsvc.io.images import DEFAULT_MAX_PIXELS, ImageError
 from service.admission import CURRENT, QUEUE, Ticket, header_pixels
 from service.openapi import SPEC_PATH, complete_spec
 

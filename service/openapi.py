@@ -3,7 +3,7 @@
 BentoML describes each typed API from its signature; the service also has a GET /model (a mounted page), an
 `image` field that must hold an image (not any byte string), a body that is required, and answers that
 no signature declares: 413 over a limit, 503 when the worker's queue is full. A fuzzer reading the
-document (schemathesis, run by tests/test_openapi_fuzz.py) then expects exactly what the service does.
+document (schemathesis, run by tests/service/test_openapi_fuzz.py) then expects exactly what the service does.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import bentoml
 
-from segsvc.modelfolder import ACCURACY_FILE, CONFIG_FILE, DEFAULT_MODEL_DIR, GRAPH_FILES, WEIGHTS_FILE, read_config
+from segsvc.io.modelfolder import ACCURACY_FILE, CONFIG_FILE, DEFAULT_MODEL_DIR, GRAPH_FILES, WEIGHTS_FILE, read_config
 
 MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE, *GRAPH_FILES, ACCURACY_FILE)  # the graphs and accuracy record are optional
 

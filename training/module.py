@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from segsvc import build_model
-from segsvc.batching import same_size_groups
-from segsvc.data import enet_class_weights
-from segsvc.metrics import confusion_matrix, iou_per_class, pixel_accuracy
-from segsvc.recipe import choose_class_weighting
+from segsvc.data.batching import same_size_groups
+from segsvc.data.datasets import enet_class_weights
+from segsvc.evaluation.metrics import confusion_matrix, iou_per_class, pixel_accuracy
+from segsvc.data.recipe import choose_class_weighting
 
 
 class SegmentationModule(pl.LightningModule):
@@ -179,7 +179,7 @@ class SegmentationModule(pl.LightningModule):
 
 def load_init_state(init_model: str, architecture: str) -> dict[str, torch.Tensor]:
     """The unfused float32 weights of a segsvc model folder (or the shipped default) to start training from."""
-    from segsvc.serialization import DEFAULT_MODEL_DIR, load_model
+    from segsvc.models.serialization import DEFAULT_MODEL_DIR, load_model
 
     if architecture != "segsvc":
         raise ValueError("init_model needs architecture 'segsvc'")
@@ -191,7 +191,7 @@ def build_linknet(num_classes: int, encoder_weights: str | None) -> nn.Module:
     """The peer we compare against: smp Linknet("mobilenet_v2"), encoder from the same ImageNet weights."""
     import segmentation_models_pytorch as smp
 
-    from segsvc.encoder import read_imagenet_state_dict
+    from segsvc.models.encoder import read_imagenet_state_dict
 
     model = smp.Linknet("mobilenet_v2", encoder_weights=None, classes=num_classes)
     if encoder_weights is not None:

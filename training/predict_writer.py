@@ -25,8 +25,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import segsvc
-from segsvc.images import decode_image
-from segsvc.visualize import overlay, palettized
+from segsvc.io.images import decode_image
+from segsvc.io.visualize import overlay, palettized
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")  # what the service reads
 PARTS = ".parts"  # per-rank CSV shards, merged by rank 0 at the end
@@ -193,7 +193,7 @@ class MaskWriter(BasePredictionWriter):
 
 def load_any_model(model: str) -> nn.Module:
     """'default', a model folder (config.json + model.safetensors) or a training checkpoint (.ckpt)."""
-    from segsvc.fusion import fuse_batchnorm
+    from segsvc.models.fusion import fuse_batchnorm
 
     if model == "default":
         return segsvc.load_default_model()

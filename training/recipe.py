@@ -1,4 +1,4 @@
-"""Before `fit`: the data check, then the settings the YAML left unset, chosen from it (`segsvc.recipe`).
+"""Before `fit`: the data check, then the settings the YAML left unset, chosen from it (`segsvc.data.recipe`).
 
 The choices are printed with their reasons and written to `<default_root_dir>/recipe.txt`; each names
 the YAML key that overrides it. `segsvc data check` prints the same recipe without training.
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from segsvc.recipe import Choice, choose_checkpoint_interval, choose_class_weighting, choose_schedule, format_recipe
+from segsvc.data.recipe import Choice, choose_checkpoint_interval, choose_class_weighting, choose_schedule, format_recipe
 
 
 def needs_recipe(model: pl.LightningModule, datamodule, auto_schedule: bool) -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from segsvc.modelfolder import DEFAULT_MODEL_DIR, read_config
+from segsvc.io.modelfolder import DEFAULT_MODEL_DIR, read_config
 
 
 class Segment:
@@ -33,8 +33,8 @@ class Segment:
 
     def __call__(self, row: dict) -> dict:
         import segsvc
-        from segsvc.encodings import png_bytes
-        from segsvc.visualize import palettized
+        from segsvc.io.encodings import png_bytes
+        from segsvc.io.visualize import palettized
 
         mask = segsvc.predict_mask(self.runtime, row["image"])  # (H, W) uint8 class ids
         relative = Path(row["path"]).resolve().relative_to(self.input_dir)

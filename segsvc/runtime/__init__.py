@@ -1,7 +1,7 @@
 """The inference runtime: a model folder's graph on an engine (PyTorch, ONNX Runtime, OpenVINO) at a precision.
 
 A *form* is an engine running one of the folder's files at one precision (`FORMS`). `load_runtime` gives
-what `segsvc.predict` / `predict_mask` run. With backend "auto" it times the forms this machine can run on a
+what `segsvc.runtime.predict` / `predict_mask` run. With backend "auto" it times the forms this machine can run on a
 sample input and keeps the fastest eligible one (`segsvc.runtime.auto`): which engine and precision win is a
 property of the CPU (AVX2, AVX-512 VNNI, AMX), not a constant. Loading an ONNX Runtime or OpenVINO form
 imports neither torch nor the training stack.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segsvc.modelfolder import INT8_FILE, INT8_QDQ_FILE, ONNX_FILE, REMAKE, WEIGHTS_FILE, graph_path
+from segsvc.io.modelfolder import INT8_FILE, INT8_QDQ_FILE, ONNX_FILE, REMAKE, WEIGHTS_FILE, graph_path
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ BACKENDS = ("auto", *FORMS)
 
 @dataclass
 class Runtime:
-    """An engine loaded for one form, and how it was chosen; runs like a model in `segsvc.predict`."""
+    """An engine loaded for one form, and how it was chosen; runs like a model in `segsvc.runtime.predict`."""
 
     engine: object
     form: Form
@@ -112,7 +112,7 @@ def load_form(folder: str | Path, form: Form, threads: int | None = None):
 
 
 def load_runtime(folder: str | Path, backend: str = "auto", threads: int | None = None, sample: np.ndarray | None = None) -> Runtime:
-    """What `segsvc.predict` should run for the model folder `folder`: the form named `backend`, or with
+    """What `segsvc.runtime.predict` should run for the model folder `folder`: the form named `backend`, or with
     "auto" the fastest eligible form on `sample` (a preprocessed batch; default the 360x480 warm-up frame;
     `segsvc.runtime.auto`). An unknown or unavailable backend is a ValueError naming the available ones."""
     check_backend(folder, backend)

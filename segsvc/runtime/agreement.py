@@ -8,14 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-from segsvc.modelfolder import read_config, write_accuracy
-from segsvc.predict import predict_mask
+from segsvc.io.modelfolder import read_config, write_accuracy
+from segsvc.runtime.predict import predict_mask
 from segsvc.runtime import FORMS, load_form, unavailable
 
 
 def measure_agreement(folder: str | Path, files: Sequence[Path], threads: int | None = None) -> dict[str, dict]:
     """Form name -> {"agreement", "worst", "images"} for every reduced-precision form this machine runs."""
-    from segsvc.quantize import read_rgb
+    from segsvc.runtime.quantize import read_rgb
 
     images = [read_rgb(path) for path in files]
     reference_engine = load_form(folder, FORMS["onnxruntime"], threads)
@@ -38,7 +38,7 @@ def measure_agreement(folder: str | Path, files: Sequence[Path], threads: int | 
 
 def record_agreement(folder: str | Path, calibration: str | Path, count: int = 32, threads: int | None = None) -> dict[str, dict]:
     """Measure every reduced form's agreement on `count` images of `calibration` and write them to the folder."""
-    from segsvc.quantize import calibration_images
+    from segsvc.runtime.quantize import calibration_images
 
     read_config(folder)  # a clear error for anything that is not a model folder
     records = measure_agreement(folder, calibration_images(calibration, count), threads)

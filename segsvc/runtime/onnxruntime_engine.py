@@ -35,7 +35,7 @@ class OnnxRuntimeEngine:
         # ORT's CPU arena reuses its buffers from run to run: a 768x768 tile of a large image ran ~7% faster
         # than with plain malloc, and the tiled image peaked lower. Left alone it would keep the largest
         # input's memory for the process's life, so runs above KEEP_ARENA_PIXELS hand it back at their end,
-        # and `release_memory` does after a tiled image (`segsvc.predict`). Small images keep it: shrinking
+        # and `release_memory` does after a tiled image (`segsvc.runtime.predict`). Small images keep it: shrinking
         # after every 384x480 run cost 7%, keeping it 1% faster than no arena.
         self.release = ort.RunOptions()
         self.release.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")

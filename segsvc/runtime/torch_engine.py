@@ -32,7 +32,7 @@ class TorchEngine:
 
     @classmethod
     def from_folder(cls, folder: str | Path, threads: int | None = None) -> TorchEngine:
-        from segsvc.serialization import load_model
+        from segsvc.models.serialization import load_model
 
         return cls(load_model(folder), threads)
 
