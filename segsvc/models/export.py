@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from segsvc.io.modelfolder import ONNX_FILE, stamp_graph, weights_digest
+from segsvc.io.modelfolder import ONNX_FILE, stamp_graph
 
 OPSET = 17
 
@@ -36,9 +36,3 @@ def export_onnx(model: nn.Module, path: str | Path, weights_sha256: str | None =
         stamp_graph(path, weights_sha256)
     return path
 
-
-def export_folder_graph(folder: str | Path) -> Path:
-    """(Re)write `folder`/model.onnx from the folder's weights, exactly as `load_model` reads them."""
-    from segsvc.models.serialization import load_model
-
-    return export_onnx(load_model(folder), Path(folder) / ONNX_FILE, weights_digest(folder))

@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from segsvc.io.modelfolder import CONFIG_FILE, DEFAULT_MODEL_DIR, FORMAT_VERSION, ONNX_FILE, WEIGHTS_FILE, read_config, weights_digest
+from segsvc.models.export import export_onnx
 from segsvc.models.fusion import fuse_batchnorm
 from segsvc.models.model import SegmentationModel
-from segsvc.io.modelfolder import CONFIG_FILE, DEFAULT_MODEL_DIR, FORMAT_VERSION, WEIGHTS_FILE, read_config
 
 
 def save_model(
@@ -51,8 +52,6 @@ def save_model(
     save_file({k: v.contiguous() for k, v in state.items()}, str(path / WEIGHTS_FILE))
     (path / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     if graph:
-        from segsvc.models.export import export_folder_graph
-
         export_folder_graph(path)
     return path
 
@@ -77,6 +76,12 @@ def load_model(path: str | Path, fuse: bool = True) -> SegmentationModel:
     if fuse:
         fuse_batchnorm(model)
     return model.eval().to(memory_format=torch.channels_last)
+
+
+def export_folder_graph(folder: str | Path) -> Path:
+    """(Re)write `folder`/model.onnx from the folder's weights, exactly as `load_model` reads them, stamped with
+    their digest (a graph made from other weights is refused as stale: `segsvc.io.modelfolder`)."""
+    return export_onnx(load_model(folder), Path(folder) / ONNX_FILE, weights_digest(folder))
 
 
 def load_default_model() -> SegmentationModel:

@@ -7,10 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-
 from segsvc.io.modelfolder import read_config, write_accuracy
+from segsvc.runtime.forms import FORMS, load_form, unavailable
 from segsvc.runtime.predict import predict_mask
-from segsvc.runtime import FORMS, load_form, unavailable
 
 
 def measure_agreement(folder: str | Path, files: Sequence[Path], threads: int | None = None) -> dict[str, dict]:

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from segsvc.io.modelfolder import read_accuracy
+from segsvc.runtime.forms import FORMS, Form, Runtime, load_form, unavailable
 from segsvc.runtime.predict import preprocess, return_memory_to_os
-from segsvc.runtime import FORMS, Form, Runtime, load_form, unavailable
 
 MIN_AGREEMENT = 0.98
 MIN_WORST_AGREEMENT = 0.95

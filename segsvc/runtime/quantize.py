@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segsvc.io.modelfolder import INT8_FILE, INT8_QDQ_FILE, ONNX_FILE, StaleGraph, graph_path, read_config, stamp_graph, weights_digest
 from segsvc.io.images import IMAGE_SUFFIXES, to_rgb_array
+from segsvc.io.modelfolder import INT8_FILE, INT8_QDQ_FILE, ONNX_FILE, StaleGraph, graph_path, read_config, stamp_graph, weights_digest
 from segsvc.runtime.predict import preprocess
+
 # Node name prefixes of the ONNX export left in float (see the module docstring).
 FLOAT_NODES = (
     "/encoder/features.0/", "/encoder/features.1/", "/encoder/features.2/",
@@ -124,7 +125,7 @@ def quantize_model_dir(
     try:
         fp32 = graph_path(model_dir, ONNX_FILE)
     except StaleGraph:  # a folder from before graphs were saved with it: make it (needs torch)
-        from segsvc.models.export import export_folder_graph
+        from segsvc.models.serialization import export_folder_graph
 
         fp32 = export_folder_graph(model_dir)
     files = calibration_images(calibration, count)

@@ -1,0 +1,115 @@
+"""Forms: an engine running one of a model folder's files at one precision (`FORMS`), what each needs to run
+here (`unavailable`), and loading one (`load_form`) into a `Runtime`."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from segsvc.io.modelfolder import INT8_FILE, INT8_QDQ_FILE, ONNX_FILE, REMAKE, WEIGHTS_FILE, graph_path
+
+
+@dataclass(frozen=True)
+class Form:
+    name: str
+    engine: str  # torch, onnxruntime, openvino
+    precision: str  # fp32, bf16, int8, int8+bf16 (int8 layers, the float ones in bf16)
+    file: str  # the model folder's file it runs
+
+    @property
+    def reduced(self) -> bool:
+        """Runs below fp32 somewhere, so it may serve only with an accuracy record (`segsvc.runtime.auto`)."""
+        return self.precision != "fp32"
+
+
+FORMS = {
+    form.name: form
+    for form in (
+        Form("onnxruntime", "onnxruntime", "fp32", ONNX_FILE),
+        Form("openvino", "openvino", "fp32", ONNX_FILE),
+        Form("openvino-bf16", "openvino", "bf16", ONNX_FILE),
+        Form("onnxruntime-int8", "onnxruntime", "int8", INT8_FILE),
+        Form("openvino-int8", "openvino", "int8", INT8_QDQ_FILE),
+        Form("openvino-int8-bf16", "openvino", "int8+bf16", INT8_QDQ_FILE),
+        Form("torch", "torch", "fp32", WEIGHTS_FILE),
+    )
+}
+BACKENDS = ("auto", *FORMS)
+
+
+@dataclass
+class Runtime:
+    """An engine loaded for one form, and how it was chosen; runs like a model in `segsvc.runtime.predict`."""
+
+    engine: object
+    form: Form
+    chosen_by: str = "asked for"
+    timings_ms: dict[str, float] = field(default_factory=dict)  # form -> median ms on the sample, when auto timed them
+    skipped: dict[str, str] = field(default_factory=dict)  # form -> why auto did not weigh it
+
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+        return self.engine.run_batch(batch)
+
+    def release_memory(self, idle: bool = False) -> None:
+        """Hand back what the engine keeps from a large image; `idle` (nothing more is queued): also what a
+        run of large images would reuse."""
+        if hasattr(self.engine, "release_memory"):
+            self.engine.release_memory(idle)
+
+    def describe(self) -> dict:
+        return {
+            "backend": self.form.name,
+            "engine": self.form.engine,
+            "precision": self.form.precision,
+            "chosen_by": self.chosen_by,
+            "timings_ms": self.timings_ms,
+            "skipped": self.skipped,
+        }
+
+
+def unavailable(folder: str | Path, form: Form) -> str | None:
+    """Why `form` cannot run here for `folder` (engine not installed, file missing, CPU lacks the precision), or None."""
+    module = "torch" if form.engine == "torch" else form.engine
+    if importlib.util.find_spec(module) is None:
+        return f"{module} is not installed"
+    if not (Path(folder) / form.file).is_file():
+        return f"no {form.file} in the model folder: run `{REMAKE[form.file].format(folder=folder)}`"
+    if "bf16" in form.precision:
+        from segsvc.runtime.openvino_engine import cpu_capabilities
+
+        if "BF16" not in cpu_capabilities():
+            return "this CPU has no native bf16"
+    return None
+
+
+def available_forms(folder: str | Path) -> list[str]:
+    return [name for name, form in FORMS.items() if unavailable(folder, form) is None]
+
+
+def load_form(folder: str | Path, form: Form, threads: int | None = None):
+    """The engine for `form` over `folder`'s file; a stale or missing graph is a one-line StaleGraph."""
+    if form.engine == "torch":
+        from segsvc.runtime.torch_engine import TorchEngine
+
+        return TorchEngine.from_folder(folder, threads)
+    path = graph_path(folder, form.file)
+    if form.engine == "onnxruntime":
+        from segsvc.runtime.onnxruntime_engine import OnnxRuntimeEngine
+
+        return OnnxRuntimeEngine(path, threads)
+    from segsvc.runtime.openvino_engine import OpenVinoEngine
+
+    return OpenVinoEngine(path, threads, "bf16" if "bf16" in form.precision else "f32")
+
+
+def check_backend(folder: str | Path, backend: str) -> None:
+    """A ValueError naming the available backends when `backend` is unknown or cannot run here."""
+    if backend == "auto":
+        return
+    if backend not in FORMS:
+        raise ValueError(f"unknown backend {backend!r}; the backends are {', '.join(BACKENDS)}")
+    if (why := unavailable(folder, FORMS[backend])) is not None:
+        raise ValueError(f"backend {backend!r} is not available here ({why}); available: {', '.join(['auto', *available_forms(folder)])}")
