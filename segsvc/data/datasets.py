@@ -1,25 +1,20 @@
-"""Datasets and augmentation: image files paired with masks in any format of `segsvc.data.masks`.
+"""Datasets: image files paired with masks in any format of `segsvc.data.masks` (augmentation: `segsvc.data.transforms`).
 
 Bad data fails loudly and names the file: unreadable images, size mismatches, labels out of range.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI for a newer version at import
-import albumentations as A  # noqa: E402
-import cv2
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from segsvc.io.images import to_rgb_array
 from segsvc.data.layout import IMAGE_SUFFIXES, DataError, list_pairs  # noqa: F401 (IMAGE_SUFFIXES: a public name here)
 from segsvc.data.masks import CocoImage, MaskError, MaskFormat, decode_mask
-from segsvc.runtime.predict import normalize, pad_to_multiple
+from segsvc.io.images import to_rgb_array
 
 CAMVID_CLASSES = [
     "sky", "building", "pole", "road", "pavement", "tree",
@@ -109,42 +104,6 @@ class SegmentationFolder(SegmentationDataset):
     ):
         pairs = list_pairs(Path(image_dir), Path(mask_dir))
         super().__init__(pairs, MaskFormat("index", num_classes, ignore_index), transform, cache)
-
-
-class TrainTransform:
-    """Random scale + crop, flip, colour jitter (masks follow with nearest neighbour), then normalise."""
-
-    def __init__(self, crop_size: tuple[int, int], scale_range: tuple[float, float], ignore_index: int):
-        height, width = crop_size
-        self.augment = A.Compose(
-            [
-                A.RandomScale(scale_limit=(scale_range[0] - 1, scale_range[1] - 1), interpolation=cv2.INTER_LINEAR,
-                              mask_interpolation=cv2.INTER_NEAREST, p=1.0),
-                A.PadIfNeeded(height, width, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index),
-                A.RandomCrop(height, width),
-                A.HorizontalFlip(p=0.5),
-                A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.02, p=0.8),
-            ]
-        )  # fmt: skip
-
-    def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.augment(image=image, mask=mask)
-        return to_tensors(normalize(out["image"]), out["mask"])
-
-
-class EvalTransform:
-    """The inference preprocessing: normalise, pad right/bottom to a multiple of 32 (mask with ignore)."""
-
-    def __init__(self, ignore_index: int):
-        self.ignore_index = ignore_index
-
-    def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return to_tensors(pad_to_multiple(normalize(image)), pad_to_multiple(mask, value=self.ignore_index))
-
-
-def to_tensors(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    image_tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-    return image_tensor, torch.from_numpy(np.ascontiguousarray(mask)).long()
 
 
 def enet_class_weights(counts: np.ndarray, c: float = 1.02) -> np.ndarray:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segsvc.data.datasets import DataError, EvalTransform, SegmentationFolder, TrainTransform, enet_class_weights
+from segsvc.data.datasets import DataError, SegmentationFolder, enet_class_weights
+from segsvc.data.transforms import EvalTransform, TrainTransform
 from training.datamodule import CamVidDataModule, SegmentationDataModule
 
 
