@@ -28,13 +28,14 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from segsvc.data.samples import photo_mosaic  # noqa: E402
 from segsvc.io.modelfolder import DEFAULT_MODEL_DIR  # noqa: E402
 from segsvc.runtime import load_runtime  # noqa: E402
 from segsvc.runtime.predict import TILE_OVERLAP, TILE_SIZE, predict_mask  # noqa: E402
 from segsvc.runtime.tiling import tile_starts  # noqa: E402
-from tests.runtime.test_tiling import WHOLE, camvid_mosaic  # noqa: E402
 
 CAMVID = Path(os.environ.get("SEGSVC_SHARED", ROOT.parent / "shared")) / "datasets" / "camvid_mini"
+WHOLE = 10**12  # a `tile_above` no image reaches: the whole-image path
 
 
 def resident() -> int:
@@ -82,7 +83,8 @@ def main() -> None:
     backend = load_runtime(DEFAULT_MODEL_DIR, "onnxruntime", threads=1)
     photos = sorted((CAMVID / "test").iterdir())[:2]
 
-    images = {"2048 mosaic": camvid_mosaic(CAMVID), "4096x3072 mosaic": camvid_mosaic(CAMVID, 4096, 3072)}
+    mosaic = sorted(p for p in CAMVID.glob("*/*.png") if "annot" not in p.parent.name)  # as tests/conftest.py's camvid_mosaic
+    images = {"2048 mosaic": photo_mosaic(mosaic, 2048, 2048), "4096x3072 mosaic": photo_mosaic(mosaic, 4096, 3072)}
     for path in photos:
         images[f"{path.stem} at 2048x2048"] = np.asarray(Image.open(path).convert("RGB").resize((2048, 2048), Image.BICUBIC))
     print("| tiles | " + " | ".join(images) + " |")

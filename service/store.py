@@ -1,7 +1,14 @@
-"""Moving segsvc model folders in and out of the BentoML model store (no pickle: config.json + safetensors)."""
+"""Moving segsvc model folders into the BentoML model store (no pickle: config.json + safetensors), and the
+command that does it for people, `segsvc-bento` (the training side's `segsvc` never imports BentoML):
+
+    segsvc export runs/my_data/checkpoints/last.ckpt -o models/mine
+    segsvc-bento import models/mine --tag mine
+    SEGSVC_MODEL_TAG=mine:latest bentoml serve
+"""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import shutil
@@ -57,3 +64,21 @@ def ensure_default_model() -> None:
         stored = None
     if stored != model_digest(DEFAULT_MODEL_DIR):
         import_model(DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`segsvc-bento import MODEL_DIR [--tag NAME]`; a bad folder or tag is one line and exit 2."""
+    parser = argparse.ArgumentParser(prog="segsvc-bento", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("import", help="model folder (from `segsvc export`) -> BentoML model store")
+    p.add_argument("model_dir")
+    p.add_argument("--tag", default=None, help="the model's name in the store (default: segsvc-model); serve it with SEGSVC_MODEL_TAG=NAME:latest")
+    args = parser.parse_args(argv)
+    try:
+        print(import_model(Path(args.model_dir), args.tag))
+    except (OSError, ValueError, KeyError, bentoml.exceptions.BentoMLException) as error:
+        parser.exit(2, f"segsvc-bento {args.command}: error: {error}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,9 +1,10 @@
-"""`segsvc`: LightningCLI (fit, validate, test) plus `predict` (a folder, `training/predict_writer.py`), `export` and `import`.
+"""`segsvc`: LightningCLI (fit, validate, test) plus `predict` (a folder, `training/predict_writer.py`), `export`,
+`evaluate`, `quantize` and `accuracy`. Putting a model into BentoML's store is the service's: `segsvc-bento import`.
 
     segsvc fit --config configs/camvid_cpu.yaml
     segsvc fit --config configs/camvid_cpu.yaml --ckpt_path last      # resume after a crash
     segsvc data check --config configs/folder_example.yaml            # what the data holds; fit's refusals
-    segsvc export runs/camvid_cpu/checkpoints/last.ckpt -o models/camvid [--bento] [--format onnx]
+    segsvc export runs/camvid_cpu/checkpoints/last.ckpt -o models/camvid [--format onnx]
     segsvc quantize models/camvid --calibration data/train/images   # + int8 graphs and their accuracy record
     segsvc predict --model default --input photos/ --output masks/ [--trainer.devices 2 --trainer.strategy ddp]
 """
@@ -150,16 +151,6 @@ def export(args: argparse.Namespace) -> None:
         dtype = torch.float16 if args.fp16 else torch.float32
         out = save_model(model, args.output, dtype=dtype, metadata={k: v for k, v in metadata.items() if v is not None})
     print(f"wrote {out}")
-    if args.bento:
-        from service.store import import_model
-
-        print(f"imported into the BentoML model store as {import_model(Path(args.output), args.tag)}")
-
-
-def import_to_store(args: argparse.Namespace) -> None:
-    from service.store import import_model
-
-    print(import_model(Path(args.model_dir), args.tag))
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -171,8 +162,8 @@ def evaluate(args: argparse.Namespace) -> None:
     from segsvc.data.datasets import CAMVID_IGNORE_INDEX, DataError, SegmentationDataset
     from segsvc.evaluation.evaluate import evaluate_dataset, evaluate_folder
     from segsvc.io.modelfolder import DEFAULT_MODEL_DIR, read_config
-    from segsvc.runtime import load_runtime
     from segsvc.io.visualize import confusion_picture
+    from segsvc.runtime import load_runtime
     from training.datamodule import default_data_root
 
     if args.config and args.root:
@@ -306,6 +297,9 @@ def run_command(argv: list[str] | None) -> None:
     if not argv or argv[0] in LIGHTNING_COMMANDS or argv[0].startswith("-"):
         run_lightning(argv if explicit else None)
         return
+    if argv[:1] == ["import"] or argv[:1] == ["export"] and "--bento" in argv:
+        print("segsvc: error: the BentoML model store is the service's: `segsvc export CKPT -o DIR`, then `segsvc-bento import DIR [--tag NAME]`", file=sys.stderr)
+        sys.exit(2)
     from segsvc.runtime import BACKENDS
 
     parser = argparse.ArgumentParser(prog="segsvc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -315,13 +309,7 @@ def run_command(argv: list[str] | None) -> None:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors")
     p.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
-    p.add_argument("--bento", action="store_true", help="also import into the BentoML model store")
-    p.add_argument("--tag", default=None, help="BentoML model tag (default: segsvc-model)")
     p.set_defaults(func=export)
-    p = commands.add_parser("import", help="model folder -> BentoML model store")
-    p.add_argument("model_dir")
-    p.add_argument("--tag", default=None)
-    p.set_defaults(func=import_to_store)
     p = commands.add_parser("data", help="look at a dataset before training on it")
     p.add_argument("action", choices=("check",), help="check: statistics per split and fit's refusals")
     p.add_argument("args", nargs=argparse.REMAINDER, help="--config X.yaml and dotted overrides, as for fit")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ from PIL import Image
 from scripts.camvid_formats import ROAD, convert, index_masks
 from segsvc.data.datasets import CAMVID_CLASSES, CAMVID_PALETTE, DataError
 from segsvc.data.masks import CocoImage, MaskError, MaskFormat, decode_mask, rasterize_coco
-from tests.conftest import ROOT, SHARED
+from tests.conftest import SHARED, run_segsvc
 from training.cli import main
 from training.datamodule import CamVidDataModule, SegmentationDataModule
 
@@ -171,11 +169,6 @@ def write_config(
     return path
 
 
-def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "training.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
 def run_in_process(capsys, *args: str) -> tuple[int, str]:
     """`segsvc ARGS` in this process (the same main() the console script calls): (exit code, stderr)."""
     with pytest.raises(SystemExit) as exited:
@@ -196,7 +189,7 @@ def last_scalars(run_dir: Path) -> dict[str, float]:
 @pytest.mark.parametrize("name", ["color", "coco", "flat"])
 def test_each_format_trains_a_few_steps_through_the_cli(datasets, tmp_path, imagenet_weights, name):
     config = write_config(tmp_path, datasets / name, FORMATS[name])
-    result = run_cli("fit", "--config", str(config))
+    result = run_segsvc("fit", "--config", str(config))
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert "mask values seen" in (tmp_path / "run" / "data_check.txt").read_text()
@@ -205,14 +198,14 @@ def test_each_format_trains_a_few_steps_through_the_cli(datasets, tmp_path, imag
 
 def test_binary_0_255_masks_refused_without_mask_values_then_trained_with_them(datasets, tmp_path, imagenet_weights):
     trap = {"class_names": ["rest", "road"]}  # ignore_index defaults to 255: every road pixel would be ignored
-    result = run_cli("fit", "--config", str(write_config(tmp_path / "trap", datasets / "binary", trap)))
+    result = run_segsvc("fit", "--config", str(write_config(tmp_path / "trap", datasets / "binary", trap)))
     assert result.returncode == 2, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("segsvc: error: ") and "255" in last and "`mask_values: [0, 255]`" in last, last
     assert "Traceback" not in result.stderr
 
     config = write_config(tmp_path / "fixed", datasets / "binary", FORMATS["binary"], max_epochs=6, train_batches=4, crop=128, scale=(0.75, 1.0))  # val runs at scale 1
-    result = run_cli("fit", "--config", str(config))
+    result = run_segsvc("fit", "--config", str(config))
     assert result.returncode == 0, result.stderr[-3000:]
     scalars = last_scalars(tmp_path / "fixed" / "run")
     # the trap gave road IoU 0.0 (every road pixel ignored); trained with mask_values, both classes are learnt

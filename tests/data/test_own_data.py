@@ -22,7 +22,7 @@ from scripts.camvid_formats import CAR, MIXED_SIZES, index_masks, write_instance
 from segsvc.data.batching import PadCollate, same_size_groups
 from segsvc.data.datasets import CAMVID_CLASSES, DataError
 from segsvc.data.recipe import choose_checkpoint_interval, choose_class_weighting, choose_crop_size, choose_schedule
-from tests.conftest import ROOT, WEIGHTS
+from tests.conftest import ROOT, WEIGHTS, run_segsvc
 from training.cli import build_cli, main
 from training.datamodule import SegmentationDataModule
 
@@ -229,16 +229,11 @@ def minimal_yaml(tmp_path: Path, root: Path) -> Path:
     })  # fmt: skip
 
 
-def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "training.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def minimal_run(forms, tmp_path_factory, imagenet_weights) -> Path:
     tmp_path = tmp_path_factory.mktemp("minimal")
     config = minimal_yaml(tmp_path, forms / "instances")
-    result = run_cli("fit", "--config", str(config))  # mixed sizes, eval batches of 3, in a worker process
+    result = run_segsvc("fit", "--config", str(config))  # mixed sizes, eval batches of 3, in a worker process
     assert result.returncode == 0, result.stderr[-3000:]
     (tmp_path / "run" / "stdout.txt").write_text(result.stdout)
     return tmp_path / "run"
@@ -328,11 +323,11 @@ def test_mixed_sizes_validate_with_the_metrics_of_batch_size_one(mixed_camvid, c
 
 def test_evaluate_config_scores_a_model_folder_on_the_folder_format(minimal_run, forms, tmp_path):
     model = tmp_path / "model"
-    result = run_cli("export", str(minimal_run / "checkpoints" / "latest.ckpt"), "-o", str(model))
+    result = run_segsvc("export", str(minimal_run / "checkpoints" / "latest.ckpt"), "-o", str(model))
     assert result.returncode == 0, result.stderr[-2000:]
     config = minimal_yaml(tmp_path, forms / "instances")
     picture = tmp_path / "confusion.png"
-    result = run_cli("evaluate", str(model), "--config", str(config), "--split", "val", "--confusion", str(picture))
+    result = run_segsvc("evaluate", str(model), "--config", str(config), "--split", "val", "--confusion", str(picture))
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
     assert report["images"] == 4 and set(report["iou"]) == {"background", "car"}
@@ -341,7 +336,7 @@ def test_evaluate_config_scores_a_model_folder_on_the_folder_format(minimal_run,
     assert report["miou"] == pytest.approx(validated["val/miou"], abs=1e-3)
     assert report["pixel_accuracy"] == pytest.approx(validated["val/pixel_acc"], abs=1e-3)
     assert Image.open(picture).size[0] >= 330 and report["confusion_picture"] == str(picture)
-    bad = run_cli("evaluate", str(model), "--config", str(config), "--split", "test")
+    bad = run_segsvc("evaluate", str(model), "--config", str(config), "--split", "test")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("segsvc evaluate: error: no test split in ")
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,9 +11,9 @@ import segsvc
 from segsvc.data.datasets import SegmentationFolder
 from segsvc.evaluation.evaluate import evaluate_folder
 from segsvc.io.modelfolder import ACCURACY_FILE, DEFAULT_MODEL_DIR, INT8_FILE, INT8_QDQ_FILE, read_accuracy
-from segsvc.runtime.quantize import calibration_images
 from segsvc.runtime import load_runtime
-from tests.conftest import ROOT
+from segsvc.runtime.quantize import calibration_images
+from tests.conftest import run_segsvc
 
 INT8_FORMS = ("onnxruntime-int8", "openvino-int8")
 
@@ -56,15 +54,11 @@ def test_calibration_images_spread_over_the_folder(camvid_mini):
     assert len(calibration_images(camvid_mini / "train", 1000)) == 12
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "training.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
-
-
 def test_quantize_cli_writes_the_int8_files_and_their_accuracy_record(tmp_path, camvid_mini):
     folder = shutil.copytree(DEFAULT_MODEL_DIR, tmp_path / "m")
     for name in (INT8_FILE, INT8_QDQ_FILE, ACCURACY_FILE):
         (folder / name).unlink()
-    result = run_cli("quantize", str(folder), "--calibration", str(camvid_mini / "train"), "--images", "4", "--threads", "1")
+    result = run_segsvc("quantize", str(folder), "--calibration", str(camvid_mini / "train"), "--images", "4", "--threads", "1")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (folder / INT8_FILE).is_file() and (folder / INT8_QDQ_FILE).is_file()
     records = read_accuracy(folder)
@@ -88,6 +82,6 @@ def test_quantize_cli_writes_the_int8_files_and_their_accuracy_record(tmp_path, 
     ],
 )
 def test_quantize_and_evaluate_refuse_bad_input_with_one_line(args, message):
-    result = run_cli(*args)
+    result = run_segsvc(*args)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr

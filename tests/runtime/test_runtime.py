@@ -4,7 +4,6 @@ backend "auto", and inference with torch unimportable."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,15 +15,21 @@ import torch
 from PIL import Image
 
 import segsvc
-from segsvc.models.export import export_onnx
 from segsvc.io.modelfolder import (
-    ACCURACY_FILE, DEFAULT_MODEL_DIR, INT8_FILE, ONNX_FILE, StaleGraph, graph_stamp, read_accuracy, weights_digest,
+    ACCURACY_FILE,
+    DEFAULT_MODEL_DIR,
+    ONNX_FILE,
+    StaleGraph,
+    graph_stamp,
+    read_accuracy,
+    weights_digest,
 )  # fmt: skip
+from segsvc.models.export import export_onnx
+from segsvc.models.serialization import load_model, save_model
 from segsvc.runtime import FORMS, load_runtime
 from segsvc.runtime.auto import decide, from_decision, ineligible
 from segsvc.runtime.openvino_engine import OpenVinoEngine, cpu_capabilities
-from segsvc.models.serialization import load_model, save_model
-from tests.conftest import ROOT
+from tests.conftest import ROOT, block_torch_env
 
 BF16 = "BF16" in cpu_capabilities()
 GRAPH_FORMS = [name for name in FORMS if name != "torch"]
@@ -138,22 +143,6 @@ def test_auto_decides_in_a_child_process_and_loads_the_winner_alone():
     assert decision["best"] == min(decision["timings_ms"], key=decision["timings_ms"].get)
     runtime = from_decision(DEFAULT_MODEL_DIR, decision, threads=1)
     assert runtime.form.name == decision["best"] and runtime.timings_ms == decision["timings_ms"]
-
-
-BLOCK_TORCH = """
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchvision", "pytorch_lightning", "lightning", "albumentations"):
-            raise ImportError(f"{name} is blocked: inference must not import it")
-sys.meta_path.insert(0, Block())
-"""
-
-
-def block_torch_env(tmp_path) -> dict[str, str]:
-    """An environment whose Python processes cannot import torch, Lightning or albumentations (sitecustomize)."""
-    (tmp_path / "sitecustomize.py").write_text(BLOCK_TORCH)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
 
 
 def test_graph_engines_run_without_torch(tmp_path, camvid_mini):

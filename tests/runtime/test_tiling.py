@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from PIL import Image
 import segsvc
 from segsvc.runtime.predict import argmax_classes, predict, predict_mask
 from segsvc.runtime.tiling import axis_ramps, blended_blocks, tile_starts, window_ramp
+from tests.conftest import camvid_mosaic
 
 WHOLE = 10**12  # a `tile_above` no image reaches: the whole-image path
 
@@ -19,16 +19,6 @@ WHOLE = 10**12  # a `tile_above` no image reaches: the whole-image path
 @pytest.fixture(scope="module")
 def model():
     return segsvc.load_default_model()
-
-
-def camvid_mosaic(camvid_mini: Path, size: int = 2048, height: int | None = None) -> np.ndarray:
-    """A size x size (or size x `height`) image of real CamVid photographs at the scale the model was trained
-    on (480x360 each): at least 5 across and 6 down, as many more as it takes, cropped."""
-    height = size if height is None else height
-    photos = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(camvid_mini.glob("*/*.png")) if "annot" not in p.parent.name]
-    across, down = max(5, -(-size // 480)), max(6, -(-height // 360))
-    rows = [np.concatenate([photos[(across * r + c) % len(photos)] for c in range(across)], axis=1) for r in range(down)]
-    return np.ascontiguousarray(np.concatenate(rows, axis=0)[:height, :size])
 
 
 def test_tile_starts_cover_the_image_on_the_32_grid():

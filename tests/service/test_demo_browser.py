@@ -16,7 +16,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.service.test_service import Server
+from tests.conftest import Server
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT
-from tests.service.test_service import Server
+from tests.conftest import ROOT, Server
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 

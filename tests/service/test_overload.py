@@ -12,7 +12,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.service.test_service import Server, post, process_environments
+from tests.conftest import Server, post, process_environments
 
 BOUND = 16_000_000  # two of the 7.2 MP images below, not three
 LARGE = (3000, 2400)  # tiled (over 4 MP): it can stop, or pause for a small image, between tiles

@@ -7,10 +7,8 @@ import concurrent.futures
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anyio
@@ -25,52 +23,9 @@ import segsvc
 from segsvc.io.encodings import rasterize
 from segsvc.io.modelfolder import DEFAULT_MODEL_DIR
 from segsvc.runtime import FORMS, load_runtime
-from tests.conftest import ROOT
-from tests.runtime.test_runtime import BLOCK_TORCH
+from tests.conftest import BENTOML, BLOCK_TORCH, MAX_BYTES, ROOT, Server, free_port, post, process_environments, run_segsvc
 
-BENTOML = str(Path(sys.executable).parent / "bentoml")
-MAX_BYTES = 3_000_000
-MAX_PIXELS = 5_000_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, home: Path, **env: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = home / f"serve-{self.port}.log"
-        environment = {
-            **os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(ROOT),
-            "SEGSVC_MAX_BYTES": str(MAX_BYTES), "SEGSVC_MAX_PIXELS": str(MAX_PIXELS), "SEGSVC_WORKERS": "2", **env,
-        }  # fmt: skip
-        self.process = subprocess.Popen(
-            [BENTOML, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT, env=environment, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            assert self.process.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if requests.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:  # not listening yet, or busy starting
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise AssertionError("server not ready in 180 s:\n" + self.log.read_text()[-3000:])
-
-    def stop(self) -> None:
-        os.killpg(self.process.pid, 15)
-        self.process.wait(timeout=30)
-
-    def healthy(self) -> bool:
-        return requests.get(self.url + "/readyz", timeout=10).status_code == 200
-
+SEGSVC_BENTO = str(Path(sys.executable).parent / "segsvc-bento")  # the console script, as people run it
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -92,10 +47,6 @@ def encode(image: Image.Image, fmt: str, **params) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **params)
     return buffer.getvalue()
-
-
-def post(server: Server, route: str, data: bytes, content_type: str = "image/png", **kwargs) -> requests.Response:
-    return requests.post(server.url + route, data=data, headers={"Content-Type": content_type, **kwargs.pop("headers", {})}, timeout=120, **kwargs)
 
 
 def test_camvid_masks_over_http_equal_the_library(server, served, camvid_mini):
@@ -330,20 +281,6 @@ def test_service_does_not_import_lightning():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def process_environments(marker: str) -> dict[str, dict[str, str]]:
-    """The environments of this machine's processes whose environment holds `marker` ("NAME=value"), by command line."""
-    found = {}
-    for proc in Path("/proc").iterdir():
-        try:
-            entries = (proc / "environ").read_bytes().split(b"\0")
-            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:  # not a process, or gone
-            continue
-        if marker.encode() in entries:
-            found[f"{proc.name} {command}"] = dict(e.decode().split("=", 1) for e in entries if b"=" in e)
-    return found
-
-
 def test_workers_hold_no_torch(server):
     """The fixture's workers cannot import torch (an import hook); and none of its libraries is mapped in them."""
     workers = [c for c in process_environments(f"BENTOML_HOME={server.log.parent}") if "worker" in c]
@@ -368,7 +305,7 @@ def test_an_unknown_or_unavailable_backend_stops_serve_with_one_line(backend, mi
     (model / missing).unlink()
     (model / "accuracy.json").unlink()  # so auto has no reduced form to fall back on either
     result = subprocess.run(
-        [sys.executable, "-m", "training.cli", "import", str(model), "--tag", "partial"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [SEGSVC_BENTO, "import", str(model), "--tag", "partial"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     env.update(SEGSVC_BACKEND=backend, SEGSVC_MODEL_TAG="partial:latest")
@@ -414,13 +351,24 @@ assert len(bentoml.models.list(DEFAULT_MODEL_NAME)) == 2
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+def test_the_model_store_command_is_the_services_and_refuses_a_bad_folder_in_one_line(tmp_path):
+    """`segsvc-bento import` (the training CLI never imports BentoML): a folder that is no model is one line, exit 2;
+    `segsvc import`, where it used to be, says where it went."""
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "BENTOML_DO_NOT_TRACK": "true"}
+    result = subprocess.run([SEGSVC_BENTO, "import", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip() == f"segsvc-bento import: error: not a segsvc model folder (no config.json): {tmp_path}"
+    moved = run_segsvc("import", "segsvc/assets/camvid_default", "--tag", "x")
+    assert moved.returncode == 2 and moved.stderr.strip().endswith("then `segsvc-bento import DIR [--tag NAME]`")
+    assert "Traceback" not in result.stderr + moved.stderr
+
+
 @pytest.fixture(scope="module")
 def imported_torch_server(tmp_path_factory):
-    """A second server: a model put in the store by `segsvc import`, the PyTorch backend, an API key."""
+    """A second server: a model put in the store by `segsvc-bento import`, the PyTorch backend, an API key."""
     home = tmp_path_factory.mktemp("bentoml_home_onnx")
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "training.cli", "import", "segsvc/assets/camvid_default", "--tag", "street"],
+        [SEGSVC_BENTO, "import", "segsvc/assets/camvid_default", "--tag", "street"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, SHARED
+from tests.conftest import ROOT, SHARED, run_segsvc
 
 SEGSVC = [sys.executable, "-m", "training.cli"]
 
@@ -26,11 +26,6 @@ def smoke_config(tmp_path: Path, **replace: str) -> Path:
     path = tmp_path / "smoke.yaml"
     path.write_text(text)
     return path
-
-
-def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([*SEGSVC, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def events(version_dir: Path):
@@ -53,7 +48,7 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
 def trained(tmp_path_factory, camvid_mini):
     tmp_path = tmp_path_factory.mktemp("smoke")
     config = smoke_config(tmp_path)
-    result = run_cli("fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "run"),
+    result = run_segsvc("fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "run"),
                      "--trainer.enable_progress_bar", "false")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp_path / "run"
@@ -83,7 +78,7 @@ def test_tensorboard_has_overlay_images_per_class_iou_and_learning_rate(trained)
 
 def test_export_writes_a_model_the_library_loads_without_lightning(trained, tmp_path, camvid_mini):
     out = tmp_path / "exported"
-    result = run_cli("export", str(trained / "checkpoints" / "last.ckpt"), "-o", str(out))
+    result = run_segsvc("export", str(trained / "checkpoints" / "last.ckpt"), "-o", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     code = (
         "import sys, numpy as np, segsvc; from PIL import Image;"
@@ -117,7 +112,7 @@ def test_kill_and_resume_continues_the_global_step(tmp_path, camvid_mini):
     saved = torch.load(last, map_location="cpu", weights_only=False)
     step, epoch = saved["global_step"], saved["epoch"]
     assert step > 0
-    result = run_cli(
+    result = run_segsvc(
         "fit", "--config", str(config), "--ckpt_path", "last",
         "--trainer.max_epochs", str(epoch + 3), "--trainer.enable_progress_bar", "false",
     )  # fmt: skip
@@ -147,13 +142,13 @@ def test_every_config_instantiates(config, imagenet_weights, tmp_path):
 
 
 def test_print_config_and_overrides():
-    result = run_cli("fit", "--config", "configs/smoke.yaml", "--trainer.max_epochs", "7", "--print_config")
+    result = run_segsvc("fit", "--config", "configs/smoke.yaml", "--trainer.max_epochs", "7", "--print_config")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "max_epochs: 7" in result.stdout and "CamVidDataModule" in result.stdout
 
 
 def test_missing_dataset_is_one_clear_line(tmp_path):
-    result = run_cli("fit", "--config", "configs/smoke.yaml", "--data.init_args.root", str(tmp_path / "nope"),
+    result = run_segsvc("fit", "--config", "configs/smoke.yaml", "--data.init_args.root", str(tmp_path / "nope"),
                      "--data.class_path", "training.datamodule.SegmentationDataModule",
                      "--data.init_args.class_names", "[a,b]", "--trainer.enable_progress_bar", "false")  # fmt: skip
     assert result.returncode == 2
@@ -162,7 +157,7 @@ def test_missing_dataset_is_one_clear_line(tmp_path):
 
 
 def test_export_missing_checkpoint_is_one_clear_line(tmp_path):
-    result = run_cli("export", str(tmp_path / "none.ckpt"), "-o", str(tmp_path / "out"))
+    result = run_segsvc("export", str(tmp_path / "none.ckpt"), "-o", str(tmp_path / "out"))
     assert result.returncode == 2
     assert result.stderr.strip() == f"segsvc export: error: checkpoint not found: {tmp_path / 'none.ckpt'}"
 
@@ -177,14 +172,14 @@ def test_export_missing_checkpoint_is_one_clear_line(tmp_path):
 )
 def test_gpu_code_paths_run_on_cpu(tmp_path, extra, camvid_mini):
     config = smoke_config(tmp_path, **{"max_epochs: 5": "max_epochs: 2", "runs/smoke": str(tmp_path / "run")})
-    result = run_cli("fit", "--config", str(config), "--trainer.enable_progress_bar", "false", *extra)
+    result = run_segsvc("fit", "--config", str(config), "--trainer.enable_progress_bar", "false", *extra)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert scalars(tmp_path / "run", "val/miou")
 
 
 def test_export_onnx_from_checkpoint(trained, tmp_path):
-    result = run_cli("export", str(trained / "checkpoints" / "last.ckpt"), "-o", str(tmp_path / "m.onnx"), "--format", "onnx")
+    result = run_segsvc("export", str(trained / "checkpoints" / "last.ckpt"), "-o", str(tmp_path / "m.onnx"), "--format", "onnx")
     assert result.returncode == 0, result.stderr[-2000:]
     from segsvc.runtime.onnxruntime_engine import OnnxRuntimeEngine
 
@@ -210,7 +205,7 @@ def test_every_command_ends_its_process_group(tmp_path):
 
 def test_fit_help_explains_the_model_and_data_options():
     """`segsvc fit --help` shows each option's help from the Args: docstrings, the data module's included."""
-    result = run_cli("fit", "--help")
+    result = run_segsvc("fit", "--help")
     assert result.returncode == 0, result.stderr[-2000:]
     help_text = " ".join(result.stdout.split())  # argparse wraps lines
     assert "--model.encoder_weights ENCODER_WEIGHTS Where the MobileNetV2 encoder starts" in help_text
