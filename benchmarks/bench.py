@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import segsvc  # noqa: E402
-from segsvc.models.fusion import fuse_batchnorm  # noqa: E402
 from segsvc.io.images import decode_image  # noqa: E402
 from segsvc.io.modelfolder import DEFAULT_MODEL_DIR  # noqa: E402
+from segsvc.models.fusion import fuse_batchnorm  # noqa: E402
 from segsvc.runtime import BACKENDS, load_runtime  # noqa: E402
 from segsvc.runtime.cpu import cpu_description  # noqa: E402
 

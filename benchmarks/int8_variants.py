@@ -19,9 +19,9 @@ import numpy as np
 from segsvc.data.datasets import CAMVID_IGNORE_INDEX
 from segsvc.evaluation.evaluate import evaluate_folder
 from segsvc.models.export import export_onnx
+from segsvc.models.serialization import load_model
 from segsvc.runtime.onnxruntime_engine import OnnxRuntimeEngine as OnnxBackend
 from segsvc.runtime.quantize import FLOAT_NODES, calibration_images, quantize_onnx
-from segsvc.models.serialization import load_model
 from training.datamodule import default_data_root
 
 ENCODER, DECODER = "/encoder/features.{}/", "/decoder/stages.{}/"

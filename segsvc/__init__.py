@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib
 
-from segsvc.runtime.predict import predict, predict_mask, preprocess
 from segsvc.runtime import load_runtime
+from segsvc.runtime.predict import predict, predict_mask, preprocess
 
 # name -> the module that defines it, imported on first use (PEP 562): a service never pays for torch
 _TORCH_API = {

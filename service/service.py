@@ -34,9 +34,9 @@ import segsvc.runtime.auto
 from segsvc.io import encodings
 from segsvc.io.images import ImageError, decode_image
 from segsvc.io.modelfolder import read_config
-from segsvc.runtime.predict import TILE_ABOVE_PIXELS
-from segsvc.runtime.cpu import cpu_description
 from segsvc.io.visualize import overlay, palettized
+from segsvc.runtime.cpu import cpu_description
+from segsvc.runtime.predict import TILE_ABOVE_PIXELS
 from service.admission import CURRENT, QUEUE, Dropped, Ticket
 from service.http import MAX_BYTES, MAX_PIXELS, Busy, PayloadTooLarge, RequestGate, http_error
 from service.store import ensure_default_model, model_tag

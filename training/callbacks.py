@@ -15,8 +15,8 @@ import pytorch_lightning as pl
 from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from segsvc.runtime.predict import predict_mask
 from segsvc.io.visualize import overlay
+from segsvc.runtime.predict import predict_mask
 
 
 class ValidationOverlays(pl.Callback):

@@ -12,8 +12,8 @@ from torch import nn
 from segsvc import build_model
 from segsvc.data.batching import same_size_groups
 from segsvc.data.datasets import enet_class_weights
-from segsvc.evaluation.metrics import confusion_matrix, iou_per_class, pixel_accuracy
 from segsvc.data.recipe import choose_class_weighting
+from segsvc.evaluation.metrics import confusion_matrix, iou_per_class, pixel_accuracy
 
 
 class SegmentationModule(pl.LightningModule):

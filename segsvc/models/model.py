@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from segsvc.io.modelfolder import ARCHITECTURE
 from segsvc.models.decoder import DECODER_CHANNELS, TransposedConvDecoder
 from segsvc.models.encoder import MobileNetV2Encoder
-from segsvc.io.modelfolder import ARCHITECTURE
 from segsvc.models.sizes import check_divisible
 
 
