@@ -131,3 +131,12 @@ def test_no_import_circles():
     for name in sorted(n for n in GRAPH if top(n) in PACKAGES):
         if name not in state and (circle := visit(name)):
             pytest.fail("import circle: " + " -> ".join(circle))
+
+
+def test_the_public_api_stays_at_the_top():
+    """What users import from `segsvc` itself is there after the move (the torch part on first use)."""
+    import segsvc
+
+    for name in segsvc.__all__:
+        assert callable(getattr(segsvc, name)), name
+    assert {"build_model", "load_model", "save_model", "predict", "predict_mask", "load_runtime"} <= set(segsvc.__all__)
