@@ -174,6 +174,8 @@ def evaluate(args: argparse.Namespace) -> None:
         data = datamodule_from_config(args.config)
         if data.num_classes != config["num_classes"]:
             raise ValueError(f"the model has {config['num_classes']} classes, the data in {args.config} {data.num_classes} ({data.class_names})")
+        if list(data.class_names) != list(config["class_names"]):  # same count, other classes: scores would mean nothing
+            raise ValueError(f"the model's classes {config['class_names']} are not the data's {list(data.class_names)} in {args.config}")
         try:
             dataset = SegmentationDataset(data.split_pairs(args.split), data.mask_format)
         except DataError as error:

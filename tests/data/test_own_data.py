@@ -339,6 +339,13 @@ def test_evaluate_config_scores_a_model_folder_on_the_folder_format(minimal_run,
     bad = run_segsvc("evaluate", str(model), "--config", str(config), "--split", "test")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("segsvc evaluate: error: no test split in ")
+    renamed = yaml.safe_load(config.read_text())
+    renamed["data"]["init_args"]["class_names"] = ["background", "person"]  # as many classes, not the model's
+    bad = run_segsvc("evaluate", str(model), "--config", str(write_yaml(tmp_path / "renamed.yaml", renamed)), "--split", "val")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1] == (
+        f"segsvc evaluate: error: the model's classes ['background', 'car'] are not the data's ['background', 'person'] in {tmp_path / 'renamed.yaml'}"
+    )
 
 
 def test_imagenet_by_default_and_offline_without_the_file_is_one_line(forms, tmp_path, capsys, monkeypatch):
