@@ -68,3 +68,19 @@ def test_each_mask_format_yaml_on_the_own_data_page_loads_its_data(tmp_path, cam
             ignore = args.get("ignore_index", 255)
             assert set(np.unique(mask)) - {ignore} <= set(range(len(args["class_names"]))), (root.name, split)
     assert formats == {"index", "values", "color", "coco"}
+
+
+RETIRED = {"benchmarks/bench_int8.py": "benchmarks/bench_engines.py"}  # named by dated logs, each with its successor
+
+
+def test_every_source_file_the_docs_name_exists():
+    """A path like `segsvc/runtime/tiling.py` or `tests/models/test_sizes.py` in the README, a guide or a
+    measurement log is a file of this repository (or a retired one whose page names its successor): a move or a
+    rename that leaves one behind fails here."""
+    pattern = re.compile(r"\b((?:segsvc|training|service|tests|benchmarks|scripts|configs|docs)/[\w./-]+\.(?:py|yaml|md))\b")
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            for named in pattern.findall(line):
+                if named in RETIRED and RETIRED[named] in path.read_text():
+                    continue
+                assert (ROOT / named).exists(), f"{path.relative_to(ROOT)}:{number} names {named}, which is not here"
