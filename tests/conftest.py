@@ -65,9 +65,9 @@ def camvid_mosaic(camvid_mini: Path, size: int = 2048, height: int | None = None
     return photo_mosaic(photos, size, size if height is None else height)
 
 
-def run_segsvc(*args: str, timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_segsvc(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """`segsvc ARGS` in a child process, as a user runs it (`python -m training.cli`: the console script's main)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "training.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -1,3 +1,3 @@
-"""Training data: mask formats (`masks`), folder and suffix conventions (`layout`), datasets and augmentation
-(`datasets`), the data check (`check`), batching of mixed sizes (`batching`) and the choices made from the
-data (`recipe`)."""
+"""Training data: mask formats (`masks`), folder and suffix conventions (`layout`), datasets (`datasets`),
+augmentation and the evaluation transform (`transforms`), the data check (`check`), batching of mixed sizes
+(`batching`), the choices made from the data (`recipe`), and large images made of photos (`samples`)."""

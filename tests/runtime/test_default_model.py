@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import segsvc
 from segsvc.data.datasets import CAMVID_CLASSES, CAMVID_IGNORE_INDEX
 from segsvc.evaluation.evaluate import evaluate_folder
 from segsvc.io.modelfolder import DEFAULT_MODEL_DIR, ONNX_FILE, graph_stamp, weights_digest
-from tests.conftest import ROOT
+from tests.conftest import run_segsvc
 
 
 def test_default_model_is_small_and_self_describing():
@@ -30,10 +28,7 @@ def test_default_model_scores_above_floor_on_camvid_mini(camvid_mini):
 
 
 def test_evaluate_cli_prints_json(camvid_mini):
-    result = subprocess.run(
-        [sys.executable, "-m", "training.cli", "evaluate", "default", "--root", str(camvid_mini), "--split", "val"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = run_segsvc("evaluate", "default", "--root", str(camvid_mini), "--split", "val", timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
     assert report["images"] == 4 and report["miou"] > 0.5 and set(report["iou"]) == set(CAMVID_CLASSES)

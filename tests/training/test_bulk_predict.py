@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +12,9 @@ import pytest
 from PIL import Image
 
 import segsvc
-from tests.conftest import ROOT
+from tests.conftest import run_segsvc
 
-SEGSVC = [sys.executable, "-m", "training.cli", "predict"]
 DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.enable_progress_bar", "false"]
-
-
-def run_predict(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([*SEGSVC, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 def summary(result: subprocess.CompletedProcess) -> str:
@@ -45,7 +37,7 @@ def folder(tmp_path_factory, camvid_mini) -> Path:
 @pytest.fixture(scope="module")
 def first_run(folder):
     out = folder.parent / "out"
-    result = run_predict("--model", "default", "--input", str(folder), "--output", str(out), "--overlays", "true", *DDP)
+    result = run_segsvc("predict", "--model", "default", "--input", str(folder), "--output", str(out), "--overlays", "true", *DDP)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result
 
@@ -83,7 +75,7 @@ def test_corrupt_file_is_listed_and_skipped(first_run):
 def test_rerun_writes_nothing_new(folder, first_run):
     out, _ = first_run
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.suffix in (".png", ".jpg")}
-    result = run_predict("--model", "default", "--input", str(folder), "--output", str(out), "--overlays", "true", *DDP)
+    result = run_segsvc("predict", "--model", "default", "--input", str(folder), "--output", str(out), "--overlays", "true", *DDP)
     assert result.returncode == 0, result.stderr[-3000:]
     assert summary(result).startswith("segsvc predict: 0 masks written, 20 already there, 1 unreadable")
     after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.suffix in (".png", ".jpg")}
@@ -102,6 +94,6 @@ def test_rerun_writes_nothing_new(folder, first_run):
 )
 def test_bad_input_is_one_line_and_exit_2(folder, tmp_path, args, message):
     values = {"folder": str(folder), "out": str(tmp_path / "out"), "missing": str(tmp_path / "missing")}
-    result = run_predict(*(a.format(**values) for a in args))
+    result = run_segsvc("predict", *(a.format(**values) for a in args))
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith(message.format(**values))
