@@ -14,6 +14,7 @@ from segsvc.data.batching import same_size_groups
 from segsvc.data.datasets import enet_class_weights
 from segsvc.data.recipe import choose_class_weighting
 from segsvc.evaluation.metrics import confusion_matrix, iou_per_class, pixel_accuracy
+from training.losses import AuxiliaryHead, ohem_cross_entropy
 
 
 class SegmentationModule(pl.LightningModule):
@@ -30,7 +31,13 @@ class SegmentationModule(pl.LightningModule):
         encoder_lr_scale: The encoder's learning rate as a multiple of `lr` (below 1 keeps ImageNet features).
         weight_decay: AdamW weight decay.
         warmup_fraction: Share of the optimizer steps spent warming up.
-        loss: "ce" (cross-entropy) or "ce+dice" (+ segmentation_models_pytorch's multiclass Dice).
+        loss: "ce" (cross-entropy), "ce+dice" (+ segmentation_models_pytorch's multiclass Dice), or "ohem"
+            (cross-entropy over the hard pixels only: true-class probability under `ohem_threshold`, and at
+            least the hardest `ohem_min_kept` share of them; `training.losses`).
+        ohem_threshold: OHEM: a pixel is hard when its true class's probability is below this.
+        ohem_min_kept: OHEM: the hardest share of the valid pixels always kept.
+        aux_weight: Weight of an auxiliary loss from a head on the encoder's H/16 stage (0: none). Training
+            only: the head is not part of the exported model.
         class_weighting: "enet" weighs rare classes more (1 / ln(1.02 + share)); "none"; "auto" chooses from
             the data check (enet when the most frequent class has 10x the pixels of the rarest).
         channels_last: Train in channels_last memory format (faster on some GPUs and CPUs).
@@ -50,7 +57,10 @@ class SegmentationModule(pl.LightningModule):
         encoder_lr_scale: float = 1.0,
         weight_decay: float = 1e-4,
         warmup_fraction: float = 0.03,
-        loss: Literal["ce", "ce+dice"] = "ce",
+        loss: Literal["ce", "ce+dice", "ohem"] = "ce",
+        ohem_threshold: float = 0.7,
+        ohem_min_kept: float = 0.1,
+        aux_weight: float = 0.0,
         class_weighting: Literal["auto", "none", "enet"] = "auto",
         channels_last: bool = False,
         compile: bool = False,
@@ -72,6 +82,8 @@ class SegmentationModule(pl.LightningModule):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model = torch.compile(self.model) if compile else self.model
         self.register_buffer("class_weights", torch.ones(num_classes), persistent=True)
+        # the H/16 stage (96 channels): deep enough to carry classes, fine enough to place them
+        self.aux_head = AuxiliaryHead(self.model.encoder.out_channels[-2], num_classes) if aux_weight > 0 else None
         self.dice = None
         if loss == "ce+dice":
             from segmentation_models_pytorch.losses import DiceLoss
@@ -97,16 +109,29 @@ class SegmentationModule(pl.LightningModule):
         return self.forward_model(images)
 
     def compute_loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        loss = nn.functional.cross_entropy(
-            logits.float(), masks, weight=self.class_weights, ignore_index=self.hparams.ignore_index
-        )
+        hparams = self.hparams
+        if hparams.loss == "ohem":
+            return ohem_cross_entropy(
+                logits.float(), masks, self.class_weights, hparams.ignore_index, hparams.ohem_threshold, hparams.ohem_min_kept
+            )
+        loss = nn.functional.cross_entropy(logits.float(), masks, weight=self.class_weights, ignore_index=hparams.ignore_index)
         if self.dice is not None:
             loss = loss + self.dice(logits.float(), masks)
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, masks = batch
-        loss = self.compute_loss(self(images), masks)
+        if self.aux_head is None:
+            loss = self.compute_loss(self(images), masks)
+        else:  # the network's parts in turn, to read the encoder stage the auxiliary head learns from
+            if self.hparams.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            skips = self.model.encoder(images)
+            logits = self.model.head(self.model.decoder(skips))
+            aux_logits = self.aux_head(skips[-2], tuple(images.shape[-2:]))
+            aux_loss = self.compute_loss(aux_logits, masks)
+            self.log("train/aux_loss", aux_loss, on_step=False, on_epoch=True, batch_size=len(images))
+            loss = self.compute_loss(logits, masks) + self.hparams.aux_weight * aux_loss
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
         return loss
 
