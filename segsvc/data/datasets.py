@@ -5,6 +5,7 @@ Bad data fails loudly and names the file: unreadable images, size mismatches, la
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from segsvc.data.labelme import read_embedded_image
 from segsvc.data.layout import IMAGE_SUFFIXES, DataError, list_pairs  # noqa: F401 (IMAGE_SUFFIXES: a public name here)
 from segsvc.data.masks import CocoImage, MaskError, MaskFormat, decode_mask
 from segsvc.io.images import to_rgb_array
@@ -29,9 +31,13 @@ CAMVID_IGNORE_INDEX = 11
 
 
 def read_image(path: Path) -> np.ndarray:
+    """An image file as RGB (H, W, 3); a LabelMe JSON stands for the image embedded in it."""
     try:
-        with Image.open(path) as image:
+        source = io.BytesIO(read_embedded_image(path)) if path.suffix.lower() == ".json" else path
+        with Image.open(source) as image:
             return to_rgb_array(image)
+    except MaskError as error:
+        raise DataError(str(error)) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"unreadable image {path}: {error}") from error
 

@@ -6,6 +6,7 @@
   (0 background, 1..N one id per object) a two-class mask.
 - "color":  RGB masks mapped to classes by a palette (CamVid's colour labels, Cityscapes-style exports).
 - "coco":   COCO segmentation JSON (polygons, RLE), rasterised with pycocotools.
+- "yolo", "labelme": polygon labels, read by `segsvc.data.yolo` and `segsvc.data.labelme`.
 
 All of them decode to the same thing: class ids with `ignore_index` where nothing counts. A value, colour
 or category the configuration does not name is an error naming the file and how many pixels hold it,
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-MASK_FORMATS = ("index", "values", "color", "coco")
+MASK_FORMATS = ("index", "values", "color", "coco", "yolo", "labelme")
 
 
 class MaskError(ValueError):
@@ -95,10 +96,11 @@ def format_values(entry: int | str | list | tuple) -> str:
     return spans[0] if len(spans) == 1 else "[" + ", ".join(spans) + "]"
 
 
-def decode_mask(source: Path | CocoImage, mask_format: MaskFormat) -> np.ndarray:
-    """A mask file (or a COCO image's annotations) -> class ids (H, W), uint8 (int32 past 255)."""
-    if isinstance(source, CocoImage):
-        ids = rasterize_coco(source, mask_format.ignore_index)
+def decode_mask(source, mask_format: MaskFormat) -> np.ndarray:
+    """A mask file, or an image's annotations (COCO, YOLO, LabelMe: any `rasterize`) -> class ids (H, W), uint8
+    (int32 past 255)."""
+    if hasattr(source, "rasterize"):
+        ids = source.rasterize(mask_format.ignore_index)
     else:
         pixels = read_mask_pixels(source, rgb=mask_format.kind == "color")
         if mask_format.kind == "index":
@@ -221,6 +223,13 @@ class CocoImage:
     def __str__(self) -> str:  # how errors name it
         return f"{self.json_path} (image id {self.image_id}, {self.file_name})"
 
+    @property
+    def path(self) -> Path:  # the file whose size and time key the data check's cache
+        return self.json_path
+
+    def rasterize(self, ignore_index: int) -> np.ndarray:
+        return rasterize_coco(self, ignore_index)
+
 
 def read_coco(
     json_path: Path, image_dir: Path, class_names: list[str], background: str | None, ignore_index: int
@@ -237,17 +246,16 @@ def read_coco(
         raise MaskError(f"COCO file {json_path} lacks {error} (needs images, annotations, categories)") from error
     if background is not None and background not in class_names:
         raise MaskError(f"background_class {background!r} is not in class_names {class_names}; add it, or set it to null")
-    category_class = {}
-    for category in categories:
-        if category["name"] not in class_names:
-            raise MaskError(
-                f"COCO category {category['name']!r} (id {category['id']}) in {json_path} is not in class_names {class_names}"
-            )
-        category_class[category["id"]] = class_names.index(category["name"])
+    # A category no annotation uses need not be a class (Roboflow lists its project as an unused category 0).
+    category_class = {c["id"]: class_names.index(c["name"]) for c in categories if c["name"] in class_names}
+    unknown = {c["id"]: c["name"] for c in categories if c["name"] not in class_names}
     sizes = {image["id"]: (image["height"], image["width"]) for image in images}
     by_image: dict[int, list] = {image_id: [] for image_id in sizes}
     for annotation in annotations:
         annotation_id, image_id = annotation.get("id"), annotation.get("image_id")
+        if annotation.get("category_id") in unknown:
+            category_id = annotation["category_id"]
+            raise MaskError(f"COCO category {unknown[category_id]!r} (id {category_id}) in {json_path} is not in class_names {class_names}")
         if annotation.get("category_id") not in category_class:
             raise MaskError(
                 f"annotation {annotation_id} in {json_path} has category_id {annotation.get('category_id')}, "
