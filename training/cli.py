@@ -3,6 +3,7 @@
 
     segsvc fit --config configs/camvid_cpu.yaml
     segsvc fit --config configs/camvid_cpu.yaml --ckpt_path last      # resume after a crash
+    segsvc data init data/my_set -o my_data.yaml                     # look at a folder, write the YAML that reads it
     segsvc data check --config configs/folder_example.yaml            # what the data holds; fit's refusals
     segsvc export runs/camvid_cpu/checkpoints/last.ckpt -o models/camvid [--format onnx]
     segsvc quantize models/camvid --calibration data/train/images   # + int8 graphs and their accuracy record
@@ -19,7 +20,9 @@ from pathlib import Path
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 
-def build_cli(args: list[str] | None, run: bool = True):
+def build_cli(args: list[str] | None, run: bool = True, data_only: bool = False):
+    """The `segsvc` LightningCLI; `data_only` parses everything but builds only the data module (no model, no
+    weights, no trainer: what `segsvc data check` needs)."""
     from pytorch_lightning.cli import LightningCLI
 
     from training.datamodule import SegmentationDataModule
@@ -46,6 +49,13 @@ def build_cli(args: list[str] | None, run: bool = True):
             # No max_epochs or max_steps in the YAML: the schedule is chosen from the data before fit.
             self.auto_schedule = config.trainer.max_epochs is None and config.trainer.max_steps in (None, -1)
             self.auto_validation = self.auto_schedule and config.trainer.check_val_every_n_epoch == 1
+
+        def instantiate_classes(self) -> None:
+            if not data_only:
+                super().instantiate_classes()
+                return
+            self.datamodule = instantiate_data(self.config.data.as_dict(), "the data section")
+            self.model = self.trainer = None
 
         def before_fit(self) -> None:
             from training.recipe import apply_recipe
@@ -102,23 +112,26 @@ def exit_on_data_error(error: BaseException) -> None:
 
 
 def data_check(args: argparse.Namespace) -> None:
-    """Statistics per split, the refusals `fit` would make and the recipe it would choose, without training; exit 2 on a refusal."""
+    """Statistics per split, the refusals `fit` would make and the recipe it would choose, without training; exit 2 on a refusal.
+
+    The YAML is parsed as `fit` parses it, but only the data module is built: no model, so no weights and no network."""
     from segsvc.data.recipe import format_recipe
     from training.recipe import choose_recipe
 
     try:
         with warnings.catch_warnings():  # LightningCLI frowns at args= beside a non-empty sys.argv: intended here
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-            cli = build_cli(args.args, run=False)
-        datamodule = cli.datamodule
+            cli = build_cli(args.args, run=False, data_only=True)
+        datamodule, out = cli.datamodule, Path(cli.config.trainer.default_root_dir or ".")
         splits = tuple(s for s in ("train", "val", "test") if s != "test" or datamodule.has_split("test"))
-        report = datamodule.check_data(splits, Path(cli.trainer.default_root_dir))
-        choices = choose_recipe(cli.model, datamodule, cli.auto_schedule, cli.auto_validation) if not report.refusals else []
+        report = datamodule.check_data(splits, out)
+        weighting = cli.config.model.class_weighting
+        choices = choose_recipe(weighting, datamodule, cli.auto_schedule, cli.auto_validation) if not report.refusals else []
     except Exception as error:
         exit_on_data_error(error)
         raise
     print(report.table)
-    print(f"(written to {Path(cli.trainer.default_root_dir) / 'data_check.txt'})")
+    print(f"(written to {out / 'data_check.txt'})")
     if choices:
         print(format_recipe(choices))
     for warning in report.warnings:
@@ -126,6 +139,29 @@ def data_check(args: argparse.Namespace) -> None:
     if report.refusals:
         print(f"segsvc: error: {report.refusals[0]}", file=sys.stderr)
         sys.exit(2)
+
+
+def data_init(words: list[str]) -> None:
+    """Look at a folder and write the data part of a fit YAML that reads it, saying what was found and why."""
+    from segsvc.data.survey import survey
+
+    parser = argparse.ArgumentParser(prog="segsvc data init", description=data_init.__doc__)
+    parser.add_argument("root", help="the dataset folder, as the YAML should name it")
+    parser.add_argument("-o", "--output", default=None, help="the YAML to write (default: print it)")
+    args = parser.parse_args(words)
+    reading = survey(Path(args.root))
+    name = Path(args.output).stem if args.output else Path(args.root).resolve().name
+    text = reading.to_yaml(args.root, f"runs/{name}")
+    report = sys.stdout if args.output else sys.stderr  # without -o, stdout is the YAML alone
+    for line in reading.found:
+        print(f"found: {line}", file=report)
+    for line in reading.others:
+        print(f"another reading: {line} (named in the YAML's comments)", file=report)
+    if args.output is None:
+        print(text, end="")
+        return
+    Path(args.output).write_text(text)
+    print(f"wrote {args.output}; next: segsvc data check --config {args.output}", file=report)
 
 
 def export(args: argparse.Namespace) -> None:
@@ -202,9 +238,6 @@ def evaluate(args: argparse.Namespace) -> None:
 def datamodule_from_config(path: str):
     """The `data` section of a fit YAML, instantiated as fit would (class_path + init_args), and nothing else."""
     import yaml
-    from jsonargparse import ArgumentParser
-
-    from training.datamodule import SegmentationDataModule
 
     try:
         config = yaml.safe_load(Path(path).read_text())
@@ -212,12 +245,21 @@ def datamodule_from_config(path: str):
         raise ValueError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from error
     if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
         raise ValueError(f"{path} has no data section (data: class_path + init_args, as for segsvc fit)")
+    return instantiate_data(config["data"], f"the data section of {path}")
+
+
+def instantiate_data(data: dict, where: str):
+    """A data module from a config's `data` (class_path + init_args), as fit would build it."""
+    from jsonargparse import ArgumentParser
+
+    from training.datamodule import SegmentationDataModule
+
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(SegmentationDataModule, "data")
     try:
-        parsed = parser.parse_object({"data": config["data"]})
+        parsed = parser.parse_object({"data": data})
     except Exception as error:  # jsonargparse's ArgumentError, whose message spans lines
-        raise ValueError(f"the data section of {path}: {str(error).strip().splitlines()[0]}") from error
+        raise ValueError(f"{where}: {str(error).strip().splitlines()[0]}") from error
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
     return instantiate(parsed).data
 
@@ -313,9 +355,10 @@ def run_command(argv: list[str] | None) -> None:
     p.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
     p.set_defaults(func=export)
     p = commands.add_parser("data", help="look at a dataset before training on it")
-    p.add_argument("action", choices=("check",), help="check: statistics per split and fit's refusals")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="--config X.yaml and dotted overrides, as for fit")
-    p.set_defaults(func=data_check)
+    p.add_argument("action", choices=("init", "check"), help="init ROOT [-o X.yaml]: write the YAML that reads a folder; "
+                   "check: statistics per split and fit's refusals")  # fmt: skip
+    p.add_argument("args", nargs=argparse.REMAINDER, help="init: ROOT [-o X.yaml]; check: --config X.yaml and dotted overrides, as for fit")
+    p.set_defaults(func=lambda args: data_init(args.args) if args.action == "init" else data_check(args))
     p = commands.add_parser("evaluate", help="score a model folder on a split of any data module at full resolution")
     p.add_argument("model", help="model folder, or 'default' for the shipped model")
     p.add_argument("--config", default=None, help="a fit YAML: its data section says where the data is and how to read it")

@@ -20,10 +20,11 @@ def needs_recipe(model: pl.LightningModule, datamodule, auto_schedule: bool) -> 
     return model.hparams.get("class_weighting") == "auto" or auto_schedule or getattr(datamodule, "crop_size", 0) is None
 
 
-def choose_recipe(model: pl.LightningModule, datamodule, auto_schedule: bool, auto_validation: bool) -> list[Choice]:
-    """The choices for what is unset, from the data check's train statistics (run `check_data` first)."""
+def choose_recipe(class_weighting: str, datamodule, auto_schedule: bool, auto_validation: bool) -> list[Choice]:
+    """The choices for what is unset (`class_weighting` is the model's setting), from the data check's train
+    statistics (run `check_data` first)."""
     choices = list(datamodule.choices)  # the crop, chosen by the data module during its check
-    if model.hparams.get("class_weighting") == "auto":
+    if class_weighting == "auto":
         choices.append(choose_class_weighting(datamodule.stats["train"].class_pixels, datamodule.class_names))
     if auto_schedule:
         train_images = len(datamodule.dataset("train"))
@@ -45,7 +46,7 @@ def apply_recipe(trainer: pl.Trainer, model: pl.LightningModule, datamodule, aut
     datamodule.trainer = trainer  # as fit attaches it: the check writes beside the run, on the main process only
     datamodule.prepare_data()
     datamodule.check_before_fit()  # prints the table; refuses (DataError) data it cannot learn from
-    choices = choose_recipe(model, datamodule, auto_schedule, auto_validation)
+    choices = choose_recipe(hparams.get("class_weighting"), datamodule, auto_schedule, auto_validation)
     for choice in choices:
         if choice.setting == "model.class_weighting":
             hparams.class_weighting = choice.value  # saved in the checkpoints' hyper-parameters as chosen

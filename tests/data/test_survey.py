@@ -1,0 +1,111 @@
+"""`segsvc data init` on every format and layout made from camvid_mini: what it detects, the YAML it writes, and
+that `segsvc data check` passes that YAML as it is, offline and without a model; bad input is one line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from scripts.camvid_formats import convert, write_exports, write_instances, write_tiles
+from segsvc.data.datasets import CAMVID_CLASSES
+from segsvc.data.survey import survey
+from training.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")  # main(argv) inside pytest
+
+LABELLED = ["background", *CAMVID_CLASSES]
+NUMBERED = [f"class_{i}" for i in range(12)]  # class ids without names: CamVid's void (11) is a class to init
+VOC = {"image_dir": "JPEGImages", "mask_dir": "SegmentationClass"}
+READINGS = {
+    "yolo_ultralytics": {"mask_format": "yolo", "class_names": LABELLED},
+    "yolo_roboflow": {"mask_format": "yolo", "class_names": LABELLED},
+    "labelme5": {"mask_format": "labelme", "class_names": ["background", *sorted(CAMVID_CLASSES)]},
+    "labelme3": {"mask_format": "labelme", "class_names": ["background", *sorted(CAMVID_CLASSES)], "mask_dir": "annotations", "image_dir": "images"},
+    "voc": {**VOC, "split_lists": "ImageSets/Segmentation", "class_names": NUMBERED[:11]},
+    "cvat": {**VOC, "val_fraction": 0.2, "mask_format": "color", "labelmap": "labelmap.txt"},
+    "binary": {"class_names": ["background", "foreground"], "mask_values": [0, 255]},
+    "coco": {"mask_format": "coco", "annotations": "annotations.json", "class_names": LABELLED},
+    "flat": {"val_fraction": 0.2, "class_names": NUMBERED},
+    "instances": {"image_dir": "PNGImages", "mask_dir": "PedMasks", "mask_suffix": "_mask.png", "val_fraction": 0.2,
+                  "class_names": ["background", "object"], "mask_values": [0, "1-255"]},
+    "tiles": {"val_fraction": 0.2, "class_names": NUMBERED},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, camvid_mini) -> Path:
+    out = tmp_path_factory.mktemp("folders")
+    convert(camvid_mini, out)
+    write_instances(camvid_mini, out / "instances")
+    write_tiles(camvid_mini, out / "tiles")
+    return write_exports(camvid_mini, out)
+
+
+def run_in_process(capsys, *args: str) -> tuple[int, str, str]:
+    """`segsvc ARGS` in this process: (exit code, stdout, stderr)."""
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exited:
+        code = exited.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("name", READINGS)
+def test_init_detects_each_format_and_its_yaml_passes_the_check_offline(folders, tmp_path, capsys, monkeypatch, name):
+    def offline(*args, **kwargs):
+        raise AssertionError("the data check asked for model weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    written = tmp_path / "my_data.yaml"
+    code, out, err = run_in_process(capsys, "data", "init", str(folders / name), "-o", str(written))
+    assert code == 0, err[-2000:]
+    init_args = yaml.safe_load(written.read_text())["data"]["init_args"]
+    expected = {"root": str(folders / name) + ("/Tile */" if name == "tiles" else ""), **READINGS[name]}
+    assert {k: init_args[k] for k in expected} == expected, init_args
+    if name == "color":
+        assert init_args["mask_format"] == "color" and len(init_args["palette"]) == 12 and [0, 0, 0] in init_args["palette"]
+    assert out.splitlines()[0].startswith("found: ") and f"wrote {written}" in out
+    # the YAML as written, with no model section: offline, no weights
+    code, out, err = run_in_process(capsys, "data", "check", "--config", str(written), "--trainer.default_root_dir", str(tmp_path / "run"))
+    assert code == 0, err[-2000:]
+    assert "mask values seen" in out and "recipe (chosen from the data" in out
+
+
+def test_where_two_readings_fit_the_other_is_named_in_the_yaml_and_the_output(folders, capsys):
+    code, out, err = run_in_process(capsys, "data", "init", str(folders / "instances"))
+    assert code == 0, err
+    assert "# another reading: each value a class of its own (index masks, 9 classes)" in out  # stdout: the YAML alone
+    assert "another reading: each value a class of its own" in err and "found: instance ids" in err
+    yaml.safe_load(out)
+    colours = survey(folders / "color")
+    assert colours.others == ["black as a class (written); or black as void: move it from palette to ignore_values"]
+
+
+def yolo_detection(root: Path) -> Path:
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        (root / "images" / split / "a.jpg").write_bytes(b"")
+        (root / "labels" / split / "a.txt").write_text("0 0.5 0.5 0.2 0.3\n")
+    return root
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "nope", r"not a folder: .*nope"),
+        (lambda p: p, r".*: found no images with masks, YOLO labels, LabelMe or COCO JSON"),
+        (yolo_detection, r".* holds YOLO detection labels \(class x y w h, .*a\.txt\): boxes, not polygons"),
+    ],
+)  # fmt: skip
+def test_init_on_bad_input_is_one_line_and_exit_2(tmp_path, capsys, make, message):
+    code, _, err = run_in_process(capsys, "data", "init", str(make(tmp_path)))
+    assert code == 2 and "Traceback" not in err, err
+    line = err.strip()
+    assert "\n" not in line and re.fullmatch(rf"segsvc data: error: {message}.*", line), line
