@@ -353,7 +353,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             stats[split] = cached
         self.stats.update(stats)
         if self.crop_size is None and "train" in stats and stats["train"].sizes:
-            choice = choose_crop_size(stats["train"].sizes)
+            choice = choose_crop_size(stats["train"].sizes, self.scale_range)
             self.choices = [choice]
             self.set_crop_size(choice.value)
         report = check(stats, self.class_names, self.mask_format, self.crop_size or (256, 256))

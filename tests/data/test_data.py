@@ -39,6 +39,30 @@ def test_train_transform_keeps_mask_labels_nearest(camvid_mini):
         assert set(out.unique().tolist()) <= set(np.unique(mask).tolist()) | {11}
 
 
+def test_a_12_mp_photo_is_cached_compressed_and_cropped_by_its_window(tmp_path, camvid_mini):
+    """A photo above LARGE_IMAGE_PIXELS: kept as its JPEG (decoded when drawn, once an epoch) and cropped without
+    rescaling it whole; what the crop holds is the photo's, at a scale in the range."""
+    from segsvc.data.datasets import LARGE_IMAGE_PIXELS
+    from tests.conftest import camvid_mosaic
+
+    photo = camvid_mosaic(camvid_mini, 3024, 4032)  # 12 MP of real photographs
+    write_pair(tmp_path, "train", "x", size=(3024, 4032))
+    Image.fromarray(photo).save(tmp_path / "train" / "images" / "x.jpg", quality=90)
+    (tmp_path / "train" / "images" / "x.png").unlink()
+    mask = np.zeros((4032, 3024), np.uint8)
+    mask[:, 1512:] = 1
+    Image.fromarray(mask).save(tmp_path / "train" / "masks" / "x.png")
+    dataset = folder_module(tmp_path, crop_size=(512, 512), cache=True).dataset("train")
+    image, decoded = dataset.load(0)
+    assert image.shape == (4032, 3024, 3) and 3024 * 4032 > LARGE_IMAGE_PIXELS
+    cached, _ = dataset._cache[0]
+    assert isinstance(cached, bytes) and len(cached) < image.nbytes // 5  # the JPEG, not 36 MB of pixels
+    np.testing.assert_array_equal(dataset.load(0)[0], image)
+    for _ in range(4):
+        crop, crop_mask = dataset[0]
+        assert crop.shape == (3, 512, 512) and set(crop_mask.unique().tolist()) <= {0, 1}
+
+
 def test_eval_transform_matches_library_preprocessing():
     """Training's float arithmetic and inference's lookup table give the same batch, bit for bit."""
     from segsvc.runtime.predict import preprocess

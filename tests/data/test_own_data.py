@@ -205,11 +205,19 @@ print(json.dumps({{"unreadable": unreadable, "broken": str(broken), "exploded": 
 def test_recipe_choices_follow_the_data():
     assert choose_class_weighting([900, 10], ["a", "b"]).value == "enet"
     assert choose_class_weighting([600, 400], ["a", "b"]).value == "none"
+    assert choose_class_weighting([850, 150], ["background", "person"]).value == "none"  # two classes: 10:1 as before
+    aerial = choose_class_weighting([54, 13, 12, 12, 9], ["building", "land", "road", "vegetation", "water"])  # 6:1, rarest 9%
+    assert aerial.value == "enet" and "6:1" in aerial.reason and "at least 3:1 for 5 classes" in aerial.reason
+    assert choose_class_weighting([35, 33, 32], ["a", "b", "c"]).value == "none"
     epochs, every = choose_schedule(18, 8)  # 18 photos at batch 8: 2 steps per epoch
     assert epochs.value * 2 >= 2000 and every.value == epochs.value // 25
     assert choose_schedule(1000, 8)[0].value == 100  # a larger set: about 100 epochs
     assert choose_checkpoint_interval(18, 8).value == 25 and choose_checkpoint_interval(367, 8).value == 1
     assert choose_crop_size({"480x360": 10}).value == (256, 256)
+    photos = choose_crop_size({"3024x4032": 5, "4032x3024": 4})  # 12 MP phone photos, both orientations
+    assert photos.value == (512, 512) and photos.reason.endswith(
+        "the model trains on 512x512 crops of the images at 0.5-2x their own size (up to 3024x4032) and serves whole images at their own size"
+    )
     assert choose_crop_size({"2149x1480": 3, "509x544": 1}).value == (512, 512)
     assert choose_crop_size({"253x311": 5, "1017x581": 1}).value == (160, 160)
 
