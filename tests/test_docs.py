@@ -49,10 +49,10 @@ def test_each_mask_format_yaml_on_the_own_data_page_loads_its_data(tmp_path, cam
     """The YAML shown for each mask format, pointed at what scripts/camvid_formats.py writes, decodes masks of
     its classes: the page's examples are configs that work, not sketches."""
     yaml = pytest.importorskip("yaml")
-    from scripts.camvid_formats import convert
+    from scripts.camvid_formats import convert, write_exports
     from training.datamodule import SegmentationDataModule
 
-    converted = convert(camvid_mini, tmp_path / "camvid_formats")
+    converted = write_exports(camvid_mini, convert(camvid_mini, tmp_path / "camvid_formats"))
     blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "own-data.md").read_text(), re.S)
     formats = set()
     for block in blocks:
@@ -66,8 +66,8 @@ def test_each_mask_format_yaml_on_the_own_data_page_loads_its_data(tmp_path, cam
         for split in ("train", "val"):
             _, mask = module.dataset(split).load(0)
             ignore = args.get("ignore_index", 255)
-            assert set(np.unique(mask)) - {ignore} <= set(range(len(args["class_names"]))), (root.name, split)
-    assert formats == {"index", "values", "color", "coco"}
+            assert set(np.unique(mask)) - {ignore} <= set(range(len(module.class_names))), (root.name, split)
+    assert formats == {"index", "values", "color", "coco", "yolo", "labelme"}
 
 
 RETIRED = {"benchmarks/bench_int8.py": "benchmarks/bench_engines.py"}  # named by dated logs, each with its successor
