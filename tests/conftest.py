@@ -71,6 +71,19 @@ def run_segsvc(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "training.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def segsvc_in_process(capsys, *args: str) -> tuple[int, str, str]:
+    """`segsvc ARGS` in this process (the same main() the console script calls): (exit code, stdout, stderr)."""
+    from training.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exited:
+        code = exited.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def block_torch_env(folder: Path) -> dict[str, str]:
     """An environment whose Python processes cannot import torch, Lightning or albumentations (sitecustomize in `folder`)."""
     (folder / "sitecustomize.py").write_text(BLOCK_TORCH)

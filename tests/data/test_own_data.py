@@ -22,8 +22,8 @@ from scripts.camvid_formats import CAR, MIXED_SIZES, index_masks, write_instance
 from segsvc.data.batching import PadCollate, same_size_groups
 from segsvc.data.datasets import CAMVID_CLASSES, DataError
 from segsvc.data.recipe import choose_checkpoint_interval, choose_class_weighting, choose_crop_size, choose_schedule
-from tests.conftest import ROOT, WEIGHTS, run_segsvc
-from training.cli import build_cli, main
+from tests.conftest import ROOT, WEIGHTS, run_segsvc, segsvc_in_process
+from training.cli import build_cli
 from training.datamodule import SegmentationDataModule
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")  # main(argv) inside pytest
@@ -49,17 +49,6 @@ def forms(tmp_path_factory, camvid_mini) -> Path:
 def car_masks(camvid_mini: Path) -> dict[str, np.ndarray]:
     masks = {**index_masks(camvid_mini, "train"), **index_masks(camvid_mini, "val")}
     return {stem: (mask == CAR).astype(np.uint8) for stem, mask in masks.items()}
-
-
-def run_in_process(capsys, *args: str) -> tuple[int, str, str]:
-    """`segsvc ARGS` in this process: (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exited:
-        code = exited.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def write_yaml(path: Path, config: dict) -> Path:
@@ -102,7 +91,7 @@ def test_data_check_names_the_option_each_form_needs(forms, tmp_path, capsys, dr
         "model": {"encoder_weights": str(WEIGHTS)},
         "data": {"class_path": "SegmentationDataModule", "init_args": {"root": str(forms / "instances"), "num_workers": 0, **args}},
     })  # fmt: skip
-    code, _, err = run_in_process(capsys, "data", "check", "--config", str(config))
+    code, _, err = segsvc_in_process(capsys, "data", "check", "--config", str(config))
     last = err.strip().splitlines()[-1]
     assert code == 2 and last.startswith("segsvc: error: ") and re.search(pattern, last), err[-2000:]
     assert "Traceback" not in err
@@ -126,7 +115,7 @@ def test_glob_root_over_folders_with_spaces_and_repeated_names(forms, camvid_min
         "data": {"class_path": "SegmentationDataModule",
                  "init_args": {"root": pattern, "class_names": CAMVID_CLASSES, "ignore_index": 11, "val_fraction": 0.25}},
     })  # fmt: skip
-    code, out, err = run_in_process(capsys, "data", "check", "--config", str(config))
+    code, out, err = segsvc_in_process(capsys, "data", "check", "--config", str(config))
     assert code == 0, err[-2000:]
     assert re.search(r"pairs\s+11\s+4", out), out  # 15 pairs, a quarter to val
     recipe = out[out.index("recipe (chosen from the data"):]  # what fit would choose, and why
@@ -368,13 +357,13 @@ def test_imagenet_by_default_and_offline_without_the_file_is_one_line(forms, tmp
     settings = yaml.safe_load(config.read_text())
     del settings["model"]  # a user's YAML: nothing about the encoder
     write_yaml(config, settings)
-    code, _, err = run_in_process(capsys, "fit", "--config", str(config))
+    code, _, err = segsvc_in_process(capsys, "fit", "--config", str(config))
     last = err.strip().splitlines()[-1]
     assert code == 2 and "Traceback" not in err, err[-2000:]
     assert last.startswith("segsvc: error: encoder_weights: imagenet: torchvision's MobileNetV2 weights are not in ")
     assert "or to null to train from scratch" in last
     for spelling in ("null", "none"):  # from scratch only when asked, and then with a word
-        code, _, err = run_in_process(capsys, "fit", "--config", str(config), "--model.encoder_weights", spelling,
+        code, _, err = segsvc_in_process(capsys, "fit", "--config", str(config), "--model.encoder_weights", spelling,
                                       "--data.init_args.root", str(tmp_path / "missing"))  # fmt: skip
         assert code == 2 and "warning: model.encoder_weights is null: the encoder starts from random weights" in err, err
 
@@ -389,7 +378,7 @@ def test_imagenet_by_default_and_offline_without_the_file_is_one_line(forms, tmp
 def test_a_bad_option_is_one_line_from_fit_not_a_traceback(forms, tmp_path, capsys, override, message):
     """Raised in the data module's __init__, which jsonargparse wraps in a multi-line error of its own."""
     config = minimal_yaml(tmp_path, forms / "instances")
-    code, _, err = run_in_process(capsys, "fit", "--config", str(config), override.format(forms=forms))
+    code, _, err = segsvc_in_process(capsys, "fit", "--config", str(config), override.format(forms=forms))
     assert code == 2 and "Traceback" not in err, err[-2000:]
     assert err.strip().splitlines()[-1] == f"segsvc: error: {message.format(forms=forms)}"
 

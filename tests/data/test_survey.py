@@ -13,7 +13,7 @@ import yaml
 from scripts.camvid_formats import convert, write_exports, write_instances, write_tiles
 from segsvc.data.datasets import CAMVID_CLASSES
 from segsvc.data.survey import survey
-from training.cli import main
+from tests.conftest import segsvc_in_process
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")  # main(argv) inside pytest
 
@@ -45,17 +45,6 @@ def folders(tmp_path_factory, camvid_mini) -> Path:
     return write_exports(camvid_mini, out)
 
 
-def run_in_process(capsys, *args: str) -> tuple[int, str, str]:
-    """`segsvc ARGS` in this process: (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exited:
-        code = exited.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 @pytest.mark.parametrize("name", READINGS)
 def test_init_detects_each_format_and_its_yaml_passes_the_check_offline(folders, tmp_path, capsys, monkeypatch, name):
     def offline(*args, **kwargs):
@@ -63,7 +52,7 @@ def test_init_detects_each_format_and_its_yaml_passes_the_check_offline(folders,
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     written = tmp_path / "my_data.yaml"
-    code, out, err = run_in_process(capsys, "data", "init", str(folders / name), "-o", str(written))
+    code, out, err = segsvc_in_process(capsys, "data", "init", str(folders / name), "-o", str(written))
     assert code == 0, err[-2000:]
     init_args = yaml.safe_load(written.read_text())["data"]["init_args"]
     expected = {"root": str(folders / name) + ("/Tile */" if name == "tiles" else ""), **READINGS[name]}
@@ -72,13 +61,13 @@ def test_init_detects_each_format_and_its_yaml_passes_the_check_offline(folders,
         assert init_args["mask_format"] == "color" and len(init_args["palette"]) == 12 and [0, 0, 0] in init_args["palette"]
     assert out.splitlines()[0].startswith("found: ") and f"wrote {written}" in out
     # the YAML as written, with no model section: offline, no weights
-    code, out, err = run_in_process(capsys, "data", "check", "--config", str(written), "--trainer.default_root_dir", str(tmp_path / "run"))
+    code, out, err = segsvc_in_process(capsys, "data", "check", "--config", str(written), "--trainer.default_root_dir", str(tmp_path / "run"))
     assert code == 0, err[-2000:]
     assert "mask values seen" in out and "recipe (chosen from the data" in out
 
 
 def test_where_two_readings_fit_the_other_is_named_in_the_yaml_and_the_output(folders, capsys):
-    code, out, err = run_in_process(capsys, "data", "init", str(folders / "instances"))
+    code, out, err = segsvc_in_process(capsys, "data", "init", str(folders / "instances"))
     assert code == 0, err
     assert "# another reading: each value a class of its own (index masks, 9 classes)" in out  # stdout: the YAML alone
     assert "another reading: each value a class of its own" in err and "found: instance ids" in err
@@ -105,7 +94,7 @@ def yolo_detection(root: Path) -> Path:
     ],
 )  # fmt: skip
 def test_init_on_bad_input_is_one_line_and_exit_2(tmp_path, capsys, make, message):
-    code, _, err = run_in_process(capsys, "data", "init", str(make(tmp_path)))
+    code, _, err = segsvc_in_process(capsys, "data", "init", str(make(tmp_path)))
     assert code == 2 and "Traceback" not in err, err
     line = err.strip()
     assert "\n" not in line and re.fullmatch(rf"segsvc data: error: {message}.*", line), line
