@@ -143,13 +143,20 @@ def data_check(args: argparse.Namespace) -> None:
 
 def data_init(words: list[str]) -> None:
     """Look at a folder and write the data part of a fit YAML that reads it, saying what was found and why."""
+    from segsvc.data.layout import DataError
     from segsvc.data.survey import survey
 
     parser = argparse.ArgumentParser(prog="segsvc data init", description=data_init.__doc__)
     parser.add_argument("root", help="the dataset folder, as the YAML should name it")
     parser.add_argument("-o", "--output", default=None, help="the YAML to write (default: print it)")
     args = parser.parse_args(words)
-    reading = survey(Path(args.root))
+    try:
+        reading = survey(Path(args.root))
+    except DataError:
+        raise
+    except Exception as error:  # whatever a folder holds, bad input is one line, not a traceback
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise DataError(f"{args.root}: cannot be read ({type(error).__name__}: {first})") from error
     name = Path(args.output).stem if args.output else Path(args.root).resolve().name
     text = reading.to_yaml(args.root, f"runs/{name}")
     report = sys.stdout if args.output else sys.stderr  # without -o, stdout is the YAML alone

@@ -112,19 +112,38 @@ def list_masks(folder: Path, suffix: str) -> list[Path]:
     return [f for f in sorted(folder.iterdir()) if pairing_name(f, suffix or None) is not None]
 
 
+def mask_contents(path: Path) -> tuple[dict[int, int], bool]:
+    """({value or packed RGB colour: pixels}, whether colours) of one mask; PIL counts (a 12 MP mask in ~0.1 s)."""
+    with Image.open(path) as image:
+        if image.mode in ("L", "P") and "transparency" not in image.info:  # VOC's palette PNGs: the indices
+            return {value: count for count, value in image.getcolors(256)}, False
+        if image.mode in ("RGB", "RGBA", "CMYK", "P", "LA", "PA"):
+            rgb = image.convert("RGB")
+            found = rgb.getcolors(MAX_COLOURS + 1)
+            if found is not None and any(r != g or g != b for _, (r, g, b) in found):
+                return {int(pack_rgb(np.asarray(colour))): count for count, colour in found}, True
+            if found is not None:
+                return {colour[0]: count for count, colour in found}, False
+            pixels = np.asarray(rgb)
+            if not (pixels == pixels[..., :1]).all():
+                raise DataError(f"mask {path} holds more than {MAX_COLOURS} colours: not a class palette (saved as JPEG, or smoothed?)")
+            pixels = pixels[..., 0]  # grey saved as RGB, with many values
+        else:
+            pixels = np.asarray(image.convert("L") if image.mode == "1" else image)
+    values, counts = np.unique(pixels, return_counts=True)
+    return dict(zip(values.tolist(), counts.tolist())), False
+
+
 def read_encoding(reading: Reading, root: Path, masks: list[Path]) -> None:
     """How the masks encode classes, from their pixels: sets mask_format, palette, mask_values, class_names."""
     colours, values, per_mask = Counter(), Counter(), []
     for path in masks:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB") if image.mode in ("RGB", "RGBA", "CMYK") else image)
-        if pixels.ndim == 3 and not (pixels == pixels[..., :1]).all():
-            codes, counts = np.unique(pack_rgb(pixels), return_counts=True)
-            colours.update(dict(zip(codes.tolist(), counts.tolist())))
+        contents, colour = mask_contents(path)
+        if colour:
+            colours.update(contents)
             continue
-        seen = np.unique(pixels if pixels.ndim == 2 else pixels[..., 0])
-        values.update(seen.tolist())
-        per_mask.append(seen.tolist())
+        values.update(contents)
+        per_mask.append(sorted(contents))
     if colours:
         read_colours(reading, root, colours)
     else:
@@ -141,7 +160,7 @@ def read_colours(reading: Reading, root: Path, colours: Counter) -> None:
                              + (f" (colours not in it: {unknown[:3]})" if unknown else ""))  # fmt: skip
         return
     if len(colours) > MAX_COLOURS:
-        raise DataError(f"the masks hold {len(colours)} colours: not a class palette (saved as JPEG, or smoothed?)")
+        raise DataError(f"the masks hold {len(colours)} colours together: not a class palette (saved as JPEG, or smoothed?)")
     palette = [unpack_rgb(code) for code, _ in colours.most_common()]
     reading.init_args["class_names"] = [f"class_{i}" for i in range(len(palette))]
     reading.init_args["palette"] = [list(colour) for colour in palette]

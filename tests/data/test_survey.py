@@ -4,11 +4,14 @@ that `segsvc data check` passes that YAML as it is, offline and without a model;
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from scripts.camvid_formats import convert, write_exports, write_instances, write_tiles
 from segsvc.data.datasets import CAMVID_CLASSES
@@ -33,6 +36,7 @@ READINGS = {
     "instances": {"image_dir": "PNGImages", "mask_dir": "PedMasks", "mask_suffix": "_mask.png", "val_fraction": 0.2,
                   "class_names": ["background", "object"], "mask_values": [0, "1-255"]},
     "tiles": {"val_fraction": 0.2, "class_names": NUMBERED},
+    "color_tiles": {"mask_format": "color", "val_fraction": 0.2, "class_names": NUMBERED},  # the aerial set's form
 }  # fmt: skip
 
 
@@ -42,7 +46,18 @@ def folders(tmp_path_factory, camvid_mini) -> Path:
     convert(camvid_mini, out)
     write_instances(camvid_mini, out / "instances")
     write_tiles(camvid_mini, out / "tiles")
+    colour_tiles(out / "color", out / "color_tiles")
     return write_exports(camvid_mini, out)
+
+
+def colour_tiles(colour: Path, out: Path) -> None:
+    """The aerial set's form: `Tile N/images/*.jpg` with `Tile N/masks/*.png` in colours, two tiles."""
+    for tile, split in enumerate(("train", "val"), start=1):
+        for kind in ("images", "masks"):
+            (out / f"Tile {tile}" / kind).mkdir(parents=True)
+        for image in sorted((colour / split / "images").iterdir()):
+            Image.open(image).convert("RGB").save(out / f"Tile {tile}" / "images" / f"{image.stem}.jpg", quality=90)
+            shutil.copy(colour / split / "masks" / image.name, out / f"Tile {tile}" / "masks" / image.name)
 
 
 @pytest.mark.parametrize("name", READINGS)
@@ -55,9 +70,9 @@ def test_init_detects_each_format_and_its_yaml_passes_the_check_offline(folders,
     code, out, err = segsvc_in_process(capsys, "data", "init", str(folders / name), "-o", str(written))
     assert code == 0, err[-2000:]
     init_args = yaml.safe_load(written.read_text())["data"]["init_args"]
-    expected = {"root": str(folders / name) + ("/Tile */" if name == "tiles" else ""), **READINGS[name]}
+    expected = {"root": str(folders / name) + ("/Tile */" if name.endswith("tiles") else ""), **READINGS[name]}
     assert {k: init_args[k] for k in expected} == expected, init_args
-    if name == "color":
+    if name.startswith("color"):
         assert init_args["mask_format"] == "color" and len(init_args["palette"]) == 12 and [0, 0, 0] in init_args["palette"]
     assert out.splitlines()[0].startswith("found: ") and f"wrote {written}" in out
     # the YAML as written, with no model section: offline, no weights
@@ -76,6 +91,19 @@ def test_where_two_readings_fit_the_other_is_named_in_the_yaml_and_the_output(fo
     assert colours.others == ["black as a class (written); or black as void: move it from palette to ignore_values"]
 
 
+def test_yolo_without_class_names_gets_data_yaml_names_in_the_model_too(folders, tmp_path):
+    from training.cli import build_cli
+
+    config = tmp_path / "yolo.yaml"
+    config.write_text(yaml.safe_dump({
+        "trainer": {"default_root_dir": str(tmp_path / "run")},
+        "model": {"encoder_weights": None},
+        "data": {"class_path": "SegmentationDataModule", "init_args": {"root": str(folders / "yolo_ultralytics"), "mask_format": "yolo"}},
+    }))  # fmt: skip
+    cli = build_cli(["--config", str(config)], run=False)
+    assert cli.datamodule.class_names == LABELLED and list(cli.model.model.class_names) == LABELLED
+
+
 def yolo_detection(root: Path) -> Path:
     for split in ("train", "val"):
         (root / "images" / split).mkdir(parents=True)
@@ -85,10 +113,20 @@ def yolo_detection(root: Path) -> Path:
     return root
 
 
+def noise_masks(root: Path) -> Path:
+    for kind in ("images", "masks"):
+        (root / kind).mkdir(parents=True)
+    noise = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "images" / "a.png")
+    Image.fromarray(noise).save(root / "masks" / "a.png")
+    return root
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
         (lambda p: p / "nope", r"not a folder: .*nope"),
+        (noise_masks, r"mask .*masks/a\.png holds more than 64 colours: not a class palette"),
         (lambda p: p, r".*: found no images with masks, YOLO labels, LabelMe or COCO JSON"),
         (yolo_detection, r".* holds YOLO detection labels \(class x y w h, .*a\.txt\): boxes, not polygons"),
     ],
