@@ -52,7 +52,8 @@ def choose_class_weighting(class_pixels: list[int], class_names: list[str]) -> C
     (most, _), (least, rare) = max(present), min(present)
     total = sum(count for count, _ in present)
     ratio = most / least
-    measured = f"most/least frequent class {ratio:.0f}:1 in train pixels, {rare} rarest at {100 * least / total:.1f}%"
+    shown = f"{ratio:.0f}" if ratio >= 10 else f"{ratio:.1f}"  # 2.9:1 is not shown as 3:1 when 3:1 is the rule
+    measured = f"most/least frequent class {shown}:1 in train pixels, {rare} rarest at {100 * least / total:.1f}%"
     threshold = MULTICLASS_IMBALANCE_FOR_WEIGHTING if len(present) >= 3 else IMBALANCE_FOR_WEIGHTING
     if ratio >= threshold:
         return Choice("model.class_weighting", "enet", f"{measured}, at least {threshold:.0f}:1 for {len(present)} classes: rare classes weigh more")

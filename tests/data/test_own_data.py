@@ -196,8 +196,10 @@ def test_recipe_choices_follow_the_data():
     assert choose_class_weighting([600, 400], ["a", "b"]).value == "none"
     assert choose_class_weighting([850, 150], ["background", "person"]).value == "none"  # two classes: 10:1 as before
     aerial = choose_class_weighting([54, 13, 12, 12, 9], ["building", "land", "road", "vegetation", "water"])  # 6:1, rarest 9%
-    assert aerial.value == "enet" and "6:1" in aerial.reason and "at least 3:1 for 5 classes" in aerial.reason
+    assert aerial.value == "enet" and "6.0:1" in aerial.reason and "at least 3:1 for 5 classes" in aerial.reason
     assert choose_class_weighting([35, 33, 32], ["a", "b", "c"]).value == "none"
+    near = choose_class_weighting([58, 22, 20], ["a", "b", "c"])  # 2.9:1, just under the rule
+    assert near.value == "none" and "2.9:1" in near.reason and "under 3:1 for 3 classes" in near.reason
     epochs, every = choose_schedule(18, 8)  # 18 photos at batch 8: 2 steps per epoch
     assert epochs.value * 2 >= 2000 and every.value == epochs.value // 25
     assert choose_schedule(1000, 8)[0].value == 100  # a larger set: about 100 epochs
