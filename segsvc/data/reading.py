@@ -11,12 +11,14 @@ import yaml
 
 @dataclass
 class Reading:
-    """`init_args` for the data module; `root_suffix` a glob under the root ("Tile */") when tile folders are one set."""
+    """`init_args` for the data module (`class_path`); `root_suffix` a glob under the root ("Tile */") when tile
+    folders are one set."""
 
     init_args: dict
     found: list[str] = field(default_factory=list)
     others: list[str] = field(default_factory=list)
     root_suffix: str = ""
+    class_path: str = "training.datamodule.SegmentationDataModule"
 
     def add_split(self, has_val: bool, why: str = "") -> None:
         """Use the val split when there is one, else split a fifth of train off."""
@@ -33,7 +35,7 @@ class Reading:
         lines += [f"# another reading: {line}" for line in self.others]
         args = {"root": f"{root.rstrip('/')}/{self.root_suffix}" if self.root_suffix else root, **self.init_args}
         lines += ["trainer:", f"  default_root_dir: {flow(run_dir)}"]
-        lines += ["data:", "  class_path: training.datamodule.SegmentationDataModule", "  init_args:"]
+        lines += ["data:", f"  class_path: {self.class_path}", "  init_args:"]
         lines += [f"    {key}: {flow(value)}" for key, value in args.items()]
         return "\n".join(lines) + "\n"
 

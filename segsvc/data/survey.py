@@ -39,9 +39,15 @@ def survey_yolo(root: Path) -> Reading | None:
     labels = [path for _, folder in splits.values() if folder.is_dir() for path in sorted(folder.glob("*.txt"))]
     if not labels:
         return None
-    layout = "Roboflow's {train,valid,test}/{images,labels}" if splits["train"][0].parent != root / "images" else "Ultralytics' images/<split> + labels/<split>"
-    if splits["train"][0] == root / "images":
+    if "train" not in splits:
+        raise DataError(f"{root} holds YOLO labels but no train images (images/train/ or train/images/)")
+    images = splits["train"][0]
+    if images == root / "images":
         layout = "one images/ + labels/ pair"
+    elif images.parent == root / "images":
+        layout = "Ultralytics' images/<split> + labels/<split>"
+    else:
+        layout = "Roboflow's {train,valid,test}/{images,labels}"
     reading = Reading({"mask_format": "yolo"}, [f"YOLO label files ({len(labels)} .txt) in {layout}"])
     counts = [len(line.split()) for path in labels[:50] for line in path.read_text().splitlines() if line.strip()]
     if counts and all(count == 5 for count in counts):
@@ -108,7 +114,7 @@ def survey_labelme(root: Path) -> Reading | None:
     return reading
 
 
-def labelme_image(path: Path, content: dict, folder: Path) -> str | None:
+def labelme_image(path: Path, content: dict, folder: Path) -> str:
     """Where a LabelMe file's image is: "." through imagePath, a folder's name in `folder`, "" embedded only."""
     def resolves(image_dir: Path) -> bool:
         try:

@@ -26,13 +26,13 @@ MASK_WORDS = ("mask", "label", "annot", "seg", "gt", "truth", "class")
 IMAGE_WORDS = ("image", "img", "jpeg", "photo", "rgb")
 LOSSLESS = (".png", ".bmp", ".tif", ".tiff")
 MAX_COLOURS = 64  # more distinct colours than this is not a class palette (JPEG-saved or smoothed masks)
-MAX_MASKS = 400  # masks read to learn the encoding, spread over the dataset
+SPLIT_NAMES = ("train", "val", "test")
 
 
 def survey_pairs(root: Path) -> Reading:
     """The layout and encoding of a folder of images and masks; a DataError when it holds none."""
     reading = Reading({})
-    splits = {split: root / split for split in ("train", "val", "test") if (root / split).is_dir() and pair_folders(root / split)}
+    splits = {split: root / split for split in SPLIT_NAMES if (root / split).is_dir() and pair_folders(root / split)}
     if "train" in splits:
         sets = list(splits.values())
     elif pair_folders(root):
@@ -46,6 +46,8 @@ def survey_pairs(root: Path) -> Reading:
         sets = tiles
         reading.found.append(f"{len(tiles)} folders of one layout ({tiles[0].name}, ...): read as one dataset by the glob {prefix}*/")
     image_dir, mask_dir, suffix, others = pair_folders(sets[0])
+    if sets == [root] and image_dir in SPLIT_NAMES and mask_dir == f"{image_dir}annot":
+        return camvid_layout(root)
     reading.others += others
     for key, value, default in (("image_dir", image_dir, "images"), ("mask_dir", mask_dir, "masks"), ("mask_suffix", suffix, "")):
         if value != default:
@@ -60,8 +62,21 @@ def survey_pairs(root: Path) -> Reading:
         if lists.is_dir():
             reading.found.append(f"ImageSets/Segmentation holds no train.txt ({', '.join(p.name for p in sorted(lists.glob('*.txt')))}): not split lists")
         reading.add_split("val" in splits)
-    masks = [mask for folder in sets for mask in list_masks(folder / mask_dir, suffix)]
-    read_encoding(reading, root, masks[:: max(1, len(masks) // MAX_MASKS)])
+    read_encoding(reading, root, [mask for folder in sets for mask in list_masks(folder / mask_dir, suffix)])
+    return reading
+
+
+def camvid_layout(root: Path) -> Reading:
+    """SegNet's CamVid layout (train/ + trainannot/, val/, test/): CamVidDataModule reads it, with CamVid's classes."""
+    seen = set()
+    for split in SPLIT_NAMES:
+        for mask in list_masks(root / f"{split}annot", "") if (root / f"{split}annot").is_dir() else []:
+            seen |= set(mask_contents(mask)[0])
+    if not seen <= set(range(12)):
+        raise DataError(f"{root} is in SegNet's CamVid layout (train/ + trainannot/), but its masks hold values {sorted(seen - set(range(12)))[:5]} "
+                        "past CamVid's 11 classes and void (11): move it to root/<split>/{images,masks}")  # fmt: skip
+    reading = Reading({}, [f"SegNet's CamVid layout ({', '.join(f'{s}/ + {s}annot/' for s in SPLIT_NAMES if (root / s).is_dir())}): "
+                           "CamVid's 11 classes, 11 void (ignored)"], class_path="training.datamodule.CamVidDataModule")  # fmt: skip
     return reading
 
 

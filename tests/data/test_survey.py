@@ -81,6 +81,15 @@ def test_init_detects_each_format_and_its_yaml_passes_the_check_offline(folders,
     assert "mask values seen" in out and "recipe (chosen from the data" in out
 
 
+def test_segnet_camvid_layout_gets_the_camvid_data_module(camvid_mini, tmp_path, capsys):
+    written = tmp_path / "camvid.yaml"
+    code, out, err = segsvc_in_process(capsys, "data", "init", str(camvid_mini), "-o", str(written))
+    assert code == 0 and "found: SegNet's CamVid layout (train/ + trainannot/, val/ + valannot/, test/ + testannot/)" in out, err
+    assert yaml.safe_load(written.read_text())["data"] == {"class_path": "training.datamodule.CamVidDataModule", "init_args": {"root": str(camvid_mini)}}
+    code, out, err = segsvc_in_process(capsys, "data", "check", "--config", str(written), "--trainer.default_root_dir", str(tmp_path / "run"))
+    assert code == 0 and "10 bicyclist" in out, err[-2000:]
+
+
 def test_where_two_readings_fit_the_other_is_named_in_the_yaml_and_the_output(folders, capsys):
     code, out, err = segsvc_in_process(capsys, "data", "init", str(folders / "instances"))
     assert code == 0, err
