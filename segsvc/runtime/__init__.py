@@ -19,11 +19,14 @@ from segsvc.runtime.forms import BACKENDS, FORMS, Form, Runtime, available_forms
 __all__ = ["BACKENDS", "FORMS", "Form", "Runtime", "available_forms", "check_backend", "load_form", "load_runtime", "unavailable"]
 
 
-def load_runtime(folder: str | Path, backend: str = "auto", threads: int | None = None, sample: np.ndarray | None = None) -> Runtime:
+def load_runtime(
+    folder: str | Path, backend: str = "auto", threads: int | None = None, sample: np.ndarray | None = None, shape_free: bool = False
+) -> Runtime:
     """What `segsvc.predict` should run for the model folder `folder`: the form named `backend`, or with
-    "auto" the fastest eligible form on `sample` (a preprocessed batch; default the 360x480 warm-up frame;
-    `segsvc.runtime.auto`). An unknown or unavailable backend is a ValueError naming the available ones."""
+    "auto" the best eligible form on one size (`sample`, a preprocessed batch; default the 360x480 warm-up
+    frame) and on new sizes (`segsvc.runtime.auto`). An unknown or unavailable backend is a ValueError naming
+    the available ones. `shape_free`: images of many sizes, no compile stall (`load_form`); auto implies it."""
     check_backend(folder, backend)
     if backend == "auto":
         return choose(folder, threads, sample)
-    return Runtime(load_form(folder, FORMS[backend], threads), FORMS[backend])
+    return Runtime(load_form(folder, FORMS[backend], threads, shape_free), FORMS[backend])

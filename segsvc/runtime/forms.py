@@ -47,11 +47,18 @@ class Runtime:
     engine: object
     form: Form
     chosen_by: str = "asked for"
-    timings_ms: dict[str, float] = field(default_factory=dict)  # form -> median ms on the sample, when auto timed them
+    # when auto timed them: {"one_size": median ms by form, "new_sizes": ms per megapixel by form}
+    timings_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # form -> why auto did not weigh it
+    why: str = ""  # auto's reason for this form, in words
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         return self.engine.run_batch(batch)
+
+    def prepare(self, shape: tuple[int, ...]) -> None:
+        """Get ready for inputs of `shape` now (OpenVINO compiles it), not on first use."""
+        if hasattr(self.engine, "prepare"):
+            self.engine.prepare(shape)
 
     def release_memory(self, idle: bool = False) -> None:
         """Hand back what the engine keeps from a large image; `idle` (nothing more is queued): also what a
@@ -65,8 +72,10 @@ class Runtime:
             "engine": self.form.engine,
             "precision": self.form.precision,
             "chosen_by": self.chosen_by,
+            "why": self.why,
             "timings_ms": self.timings_ms,
             "skipped": self.skipped,
+            **(self.engine.describe() if hasattr(self.engine, "describe") else {}),
         }
 
 
@@ -89,8 +98,13 @@ def available_forms(folder: str | Path) -> list[str]:
     return [name for name, form in FORMS.items() if unavailable(folder, form) is None]
 
 
-def load_form(folder: str | Path, form: Form, threads: int | None = None):
-    """The engine for `form` over `folder`'s file; a stale or missing graph is a one-line StaleGraph."""
+def load_form(folder: str | Path, form: Form, threads: int | None = None, shape_free: bool = False):
+    """The engine for `form` over `folder`'s file; a stale or missing graph is a one-line StaleGraph.
+
+    `shape_free` (a service, any image size): an OpenVINO form runs a shape it has not compiled on ONNX
+    Runtime (`shape_free_file`) until the shape repeats, and keeps its compiled graphs in OpenVINO's model
+    cache (`segsvc.runtime.openvino_engine`); without it, every shape runs on the form itself, as an accuracy
+    record or an evaluation of the form must."""
     if form.engine == "torch":
         from segsvc.runtime.torch_engine import TorchEngine
 
@@ -100,9 +114,24 @@ def load_form(folder: str | Path, form: Form, threads: int | None = None):
         from segsvc.runtime.onnxruntime_engine import OnnxRuntimeEngine
 
         return OnnxRuntimeEngine(path, threads)
-    from segsvc.runtime.openvino_engine import OpenVinoEngine
+    from segsvc.runtime.openvino_engine import OpenVinoEngine, default_cache_dir
 
-    return OpenVinoEngine(path, threads, "bf16" if "bf16" in form.precision else "f32")
+    precision = "bf16" if "bf16" in form.precision else "f32"
+    if not shape_free or (free_file := shape_free_file(folder, form)) is None:
+        return OpenVinoEngine(path, threads, precision)
+    from segsvc.runtime.onnxruntime_engine import OnnxRuntimeEngine
+
+    free = OnnxRuntimeEngine(graph_path(folder, free_file), threads)
+    return OpenVinoEngine(path, threads, precision, shape_free=free, cache_dir=default_cache_dir())
+
+
+def shape_free_file(folder: str | Path, form: Form) -> str | None:
+    """The graph ONNX Runtime runs for an OpenVINO form's uncompiled shapes: the int8 (QOperator) graph for an
+    int8 form, the float graph for a float one; None where ONNX Runtime or that file is missing."""
+    file = INT8_FILE if form.precision.startswith("int8") else ONNX_FILE
+    if importlib.util.find_spec("onnxruntime") is None or not (Path(folder) / file).is_file():
+        return None
+    return file
 
 
 def check_backend(folder: str | Path, backend: str) -> None:

@@ -37,6 +37,7 @@ class OnnxRuntimeEngine:
         # input's memory for the process's life, so runs above KEEP_ARENA_PIXELS hand it back at their end,
         # and `release_memory` does after a tiled image (`segsvc.runtime.predict`). Small images keep it: shrinking
         # after every 384x480 run cost 7%, keeping it 1% faster than no arena.
+        self.path = str(path)
         self.release = ort.RunOptions()
         self.release.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
