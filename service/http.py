@@ -1,11 +1,15 @@
-"""What BentoML does not do for us, as one ASGI middleware in front of the API routes, plus the API's errors.
+"""The HTTP gate: one ASGI middleware in front of the API routes, plus the API's errors.
 
-BentoML parses typed inputs itself, so three things must happen before it reads a request:
+For every API route:
 - the API key (`Authorization: Bearer <key>`, the scheme name matched case-insensitively, RFC 7235 2.1);
-- the byte limit: 413 from Content-Length, or as soon as a streamed body passes it, before it is all read;
-- a raw image body (`Content-Type: image/png`, ...) becomes the multipart field `image`, and the query string
-  its other fields, so that curl's `--data-binary` keeps working next to `-F image=@...` and the clients;
-  a parameter given more than once becomes one JSON list (BentoML would keep the last);
+- the byte limit: 413 from Content-Length, or as soon as a streamed body passes it, before it is all read.
+For the image routes, the request is read and answered here (`answer`, the service's endpoints called
+directly), never by BentoML's request path:
+- the body is the multipart form (parsed once, by Starlette's parser, as BentoML would) whose file field
+  `image` is the image, or a raw image body (`Content-Type: image/png`, ...) with its parameters in the query
+  string, so that curl's `--data-binary` works next to `-F image=@...` and the clients; a parameter given
+  more than once becomes one list (BentoML would keep the last). A text `image` (BentoML would fetch it as a
+  URL) is a 400: no request makes the server fetch anything;
 - admission (`service.admission`): the image's header says its pixels, and a worker whose queue is full
   answers 503 at once; an admitted request runs with its ticket, and a client that disconnects cancels it.
 And after: /docs.json gets what BentoML cannot declare (`service.openapi`); and BentoML answers a 4xx
@@ -18,16 +22,15 @@ from __future__ import annotations
 import hmac
 import json
 import os
-import re
-import uuid
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from http import HTTPStatus
 from urllib.parse import parse_qsl
 
 import anyio
 from bentoml.exceptions import BentoMLException, InvalidArgument
 from python_multipart.multipart import parse_options_header
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from segsvc.io.images import DEFAULT_MAX_PIXELS, ImageError
@@ -35,7 +38,9 @@ from service.admission import CURRENT, QUEUE, Ticket, header_pixels
 from service.openapi import SPEC_PATH, complete_spec
 
 DEFAULT_MAX_BYTES = 20 * 2**20
-FORM_TYPES = ("multipart/form-data", "application/json")  # what BentoML parses; any other body is an image
+# An image endpoint's answer: (route, image bytes, form or query fields) -> (body, content type); raises a
+# BentoMLException carrying the HTTP status for what it refuses.
+Answer = Callable[[str, bytes, list[tuple[str, str]]], Awaitable[tuple[bytes, str]]]
 
 
 def env_int(name: str, default: int) -> int:
@@ -68,13 +73,17 @@ def authorized(header: str, key: str | None) -> bool:
 
 
 class RequestGate:
-    """Auth, byte limit and raw image bodies for `paths` (`image_paths` take an image); JSON errors reshaped."""
+    """Auth, byte limit, admission and the image endpoints themselves (`answer`) for `paths` (`image_paths`
+    take an image); JSON errors reshaped. An image request is read once, here, and answered here: BentoML's
+    own request path (its form parser, a temporary file for the upload, per-request signature binding and
+    validation, the PNG encoded on the event loop) cost as much CPU per request as the model did."""
 
-    def __init__(self, app: ASGIApp, paths: Collection[str], image_paths: Collection[str], timeout: float) -> None:
+    def __init__(self, app: ASGIApp, paths: Collection[str], image_paths: Collection[str], timeout: float, answer: Answer) -> None:
         self.app = app
         self.paths = frozenset([*paths, SPEC_PATH])
         self.image_paths = frozenset(image_paths)
         self.timeout = timeout  # BentoML's traffic timeout: a request waiting this long is dropped
+        self.answer = answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in self.paths:
@@ -96,29 +105,42 @@ class RequestGate:
         except ImageError as error:
             return await send_error(send, error.status, str(error))
         content_type = headers.get("content-type", "")
-        image = body
-        if not content_type.startswith(FORM_TYPES):
-            scope, body = as_multipart(scope, body, query_fields(scope))
-        elif content_type.startswith("multipart/"):
-            boundary = parse_options_header(content_type)[1].get(b"boundary")
-            if not boundary:
-                return await send_error(send, 400, "malformed multipart body: no boundary in the Content-Type")
-            if scope["path"] in self.image_paths:
-                problem, image, fields = read_form(body, boundary)
-                if problem is not None:
-                    return await send_error(send, 400, problem)
-                if len({name for name, _ in fields}) < len(fields):  # a parameter given more than once
-                    scope, body = as_multipart(scope, image, fields)
+        if content_type.startswith("multipart/") and not parse_options_header(content_type)[1].get(b"boundary"):
+            return await send_error(send, 400, "malformed multipart body: no boundary in the Content-Type")
         if scope["path"] not in self.image_paths:
             return await self.app(scope, replay(body), json_errors(send))
+        if content_type.startswith("multipart/"):
+            problem, image, fields = await read_form(headers, body)
+            if problem is not None:
+                return await send_error(send, 400, problem)
+        elif content_type.startswith("application/json"):
+            message = "send the image as the multipart file field 'image', or as the raw body with an image content type"
+            return await send_error(send, 415, message)
+        else:  # a raw image body, its parameters in the query string
+            image, fields = body, query_fields(scope)
         ticket = QUEUE.admit(header_pixels(image, MAX_PIXELS), self.timeout)
         if ticket is None:
             message = f"busy: this worker has {QUEUE.pixels} pixels of work queued; retry later"
             return await send_error(send, 503, message)
-        await serve_admitted(self.app, scope, receive, replay(body), json_errors(send), ticket)
+        await serve_admitted(answering(self.answer, scope["path"], image, fields), scope, receive, send, ticket)
 
 
-async def serve_admitted(app: ASGIApp, scope: Scope, receive: Receive, body: Receive, send: Send, ticket: Ticket) -> None:
+def answering(answer: Answer, path: str, image: bytes, fields: list[tuple[str, str]]) -> ASGIApp:
+    """The ASGI app that answers one image request with `answer`: its body, or its exception's status."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            body, content_type = await answer(path, image, fields)
+        except BentoMLException as error:
+            return await send_error(send, int(error.error_code), str(error))
+        headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+async def serve_admitted(app: ASGIApp, scope: Scope, receive: Receive, send: Send, ticket: Ticket) -> None:
     """Run the request with its ticket (`admission.CURRENT`), listening on the connection meanwhile: a client
     that disconnects marks the ticket and cancels the request, so it is never computed, or stops at a tile."""
     answered = False
@@ -140,7 +162,7 @@ async def serve_admitted(app: ASGIApp, scope: Scope, receive: Receive, body: Rec
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(watch, group.cancel_scope)
-            await app(scope, body, tracked)
+            await app(scope, receive, tracked)
             group.cancel_scope.cancel()
     finally:
         CURRENT.reset(token)
@@ -166,29 +188,6 @@ async def read_body(headers: Headers, receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
-def as_multipart(scope: Scope, image: bytes, fields: list[tuple[str, str]]) -> tuple[Scope, bytes]:
-    """An image and its parameters -> the multipart form BentoML parses: the field `image`, and one field a
-    parameter. A parameter given more than once becomes one JSON list: BentoML would keep only the last."""
-    values: dict[str, list[str]] = {}
-    for name, value in fields:
-        if name != "image":
-            values.setdefault(name, []).append(value)
-    boundary = uuid.uuid4().hex.encode()
-    parts = []
-    for name, given in values.items():
-        value = given[0] if len(given) == 1 else json.dumps([json_or_text(v) for v in given])
-        parts.append(part_head(boundary, name) + value.encode(errors="surrogateescape") + b"\r\n")
-    body = b"".join([*parts, part_head(boundary, "image", b'; filename="image"'), image, b"\r\n--" + boundary + b"--\r\n"])
-    headers = MutableHeaders(scope={"type": "http", "headers": list(scope["headers"])})
-    headers["content-type"] = f"multipart/form-data; boundary={boundary.decode()}"
-    headers["content-length"] = str(len(body))
-    return {**scope, "headers": headers.raw}, body
-
-
-def part_head(boundary: bytes, name: str, more: bytes = b"") -> bytes:
-    return b"--" + boundary + b'\r\nContent-Disposition: form-data; name="' + name.encode(errors="surrogateescape") + b'"' + more + b"\r\n\r\n"
-
-
 def json_or_text(value: str) -> object:
     """A form value as BentoML reads one: JSON if it parses, else the text."""
     try:
@@ -201,28 +200,48 @@ def query_fields(scope: Scope) -> list[tuple[str, str]]:
     return parse_qsl(scope.get("query_string", b"").decode("latin-1"))
 
 
-def read_form(body: bytes, boundary: bytes) -> tuple[str | None, bytes, list[tuple[str, str]]]:
-    """Why BentoML should not parse this multipart body, or None; the `image` field's bytes; the other
-    fields. BentoML's parser answers a text `image` field by fetching it as a URL, and any other field that
-    is not text with a 500: refused here with a 400."""
-    problems, image, fields = [], None, []
-    for part in body.split(b"--" + boundary)[1:-1]:
-        head, _, content = part.partition(b"\r\n\r\n")
-        content = content.removesuffix(b"\r\n")
-        found = re.search(rb'name="([^"]*)"', head)
-        name = found.group(1).decode(errors="surrogateescape") if found else ""
-        if name == "image":
-            image = content
-            if b"filename=" not in head:
-                problems.append("multipart field 'image' must be a file upload, not text or a URL")
-            continue
-        try:
-            fields.append((name, content.decode("utf-8")))
-        except UnicodeDecodeError:
-            problems.append(f"multipart field {name!r} is not text (the image goes in the field 'image')")
+async def read_form(headers: Headers, body: bytes) -> tuple[str | None, bytes, list[tuple[str, str]]]:
+    """Why this multipart body cannot be served (or None), the `image` file's bytes, and the other fields.
+
+    Parsed as BentoML parses a form (Starlette's parser over python-multipart), and only here: `image` must
+    be a file upload (a part whose Content-Disposition names a filename), whatever its other headers say; the
+    other fields must be text."""
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield body
+
+    try:
+        form = await MultiPartParser(headers, stream(), max_part_size=MAX_BYTES).parse()
+    except MultiPartException as error:
+        return f"malformed multipart body: {error.message}", b"", []
+    image, fields = None, []
+    try:
+        for name, value in form.multi_items():
+            if name == "image":
+                if not isinstance(value, UploadFile):
+                    return "multipart field 'image' must be a file upload, not text or a URL", b"", []
+                image = image if image is not None else await value.read()  # the first, as BentoML took it
+            elif isinstance(value, UploadFile):
+                try:
+                    fields.append((name, (await value.read()).decode("utf-8")))
+                except UnicodeDecodeError:
+                    return f"multipart field {name!r} is not text (the image goes in the field 'image')", b"", []
+            else:
+                fields.append((name, value))
+    finally:
+        await form.close()
     if image is None:
         return "multipart body has no field named 'image'", b"", []
-    return (problems[0] if problems else None), image, fields
+    return None, image, fields
+
+
+def form_values(fields: list[tuple[str, str]]) -> dict[str, object]:
+    """Form or query fields as BentoML reads them: JSON where a value parses as JSON, else the text; a
+    field given more than once, one list (BentoML would keep only the last)."""
+    given: dict[str, list[str]] = {}
+    for name, value in fields:
+        given.setdefault(name, []).append(value)
+    return {name: json_or_text(v[0]) if len(v) == 1 else [json_or_text(x) for x in v] for name, v in given.items()}
 
 
 def replay(body: bytes) -> Receive:

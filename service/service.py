@@ -23,7 +23,8 @@ import anyio
 import bentoml
 import numpy as np
 from PIL import Image
-from pydantic import BeforeValidator, Field
+from bentoml.exceptions import InvalidArgument
+from pydantic import BeforeValidator, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -38,7 +39,7 @@ from segsvc.io.visualize import overlay, palettized
 from segsvc.runtime.cpu import cpu_description
 from segsvc.runtime.predict import TILE_ABOVE_PIXELS
 from service.admission import CURRENT, QUEUE, Dropped, Ticket
-from service.http import MAX_BYTES, MAX_PIXELS, Busy, PayloadTooLarge, RequestGate, http_error
+from service.http import MAX_BYTES, MAX_PIXELS, Busy, PayloadTooLarge, RequestGate, describe, form_values, http_error
 from service.store import ensure_default_model, model_tag
 
 
@@ -142,9 +143,12 @@ class Segmenter:
                 decision = json.loads(os.environ[AUTO_DECISION])
                 self.runtime = segsvc.runtime.auto.from_decision(self.model_ref.path, decision, THREADS_PER_WORKER)
             else:
-                self.runtime = segsvc.load_runtime(self.model_ref.path, backend, THREADS_PER_WORKER)
+                self.runtime = segsvc.load_runtime(self.model_ref.path, backend, THREADS_PER_WORKER, shape_free=True)
         except ValueError as exc:
             raise ValueError(f"SEGSVC_BACKEND: {exc}") from exc
+        # The warm-up frame's shape is compiled now (a camera's frames run on it from the first request);
+        # other sizes run at once on a shape-free engine and compile once they repeat (segsvc.runtime.openvino_engine).
+        self.runtime.prepare(segsvc.preprocess(warm_up).shape)
         segsvc.predict_mask(self.runtime, warm_up)  # first-call allocations happen here
         QUEUE.report()  # the queue's series on /metrics from the start, at 0
         self.ready = True
@@ -205,7 +209,7 @@ class Segmenter:
         """Classes, palette, limits, model tag, and the engine and precision serving it (also GET /model)."""
         return self.info()
 
-    async def infer(self, image: Path, confidence: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    async def infer(self, image: Path | bytes, confidence: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """The image decoded and through the model, off the event loop, in the request's turn (one inference
         at a time in this worker: concurrent ones would thrash each other's caches on its one thread of CPU,
         and each would hold its decoded image)."""
@@ -220,10 +224,10 @@ class Segmenter:
         except Dropped as error:
             raise Busy(str(error)) from error
 
-    def compute(self, image: Path | np.ndarray, confidence: bool, ticket: Ticket) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def compute(self, image: Path | bytes | np.ndarray, confidence: bool, ticket: Ticket) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """In a worker thread, in the request's turn; between tiles a large image lets smaller ones run first."""
         start = time.perf_counter()
-        rgb = read_image(image) if isinstance(image, Path) else image
+        rgb = image if isinstance(image, np.ndarray) else read_image(image)
         mask, probability = segsvc.predict(
             self.runtime, rgb, confidence, checkpoint=lambda: anyio.from_thread.run(QUEUE.pause, ticket)
         )
@@ -258,16 +262,37 @@ class Segmenter:
         }
 
 
-def read_image(path: Path) -> np.ndarray:
-    """The uploaded file as RGB, with the byte and pixel limits checked before it is decoded."""
-    # A multipart `image` given as a URL string is downloaded by BentoML, past the gate's byte limit.
-    if path.stat().st_size > MAX_BYTES:
-        raise PayloadTooLarge(f"image is {path.stat().st_size} bytes, over the limit of {MAX_BYTES}")
+def read_image(image: Path | bytes) -> np.ndarray:
+    """The upload (the gate's bytes, or a file a Python caller passed) as RGB, the byte and pixel limits
+    checked before it is decoded."""
+    size = len(image) if isinstance(image, bytes) else image.stat().st_size
+    if size > MAX_BYTES:
+        raise PayloadTooLarge(f"image is {size} bytes, over the limit of {MAX_BYTES}")
     try:
-        return decode_image(path.read_bytes(), MAX_PIXELS)
+        return decode_image(image if isinstance(image, bytes) else image.read_bytes(), MAX_PIXELS)
     except ImageError as error:
         raise http_error(error) from error
 
 
-IMAGE_PATHS = [method.route for method in Segmenter.apis.values() if "image" in method.input_spec.model_fields]
-Segmenter.add_asgi_middleware(RequestGate, paths=[*IMAGE_PATHS, "/model"], image_paths=IMAGE_PATHS, timeout=TIMEOUT_S)
+IMAGE_APIS = {method.route: method for method in Segmenter.apis.values() if "image" in method.input_spec.model_fields}
+
+
+async def answer(route: str, image: bytes, fields: list[tuple[str, str]]) -> tuple[bytes, str]:
+    """An image endpoint of this worker's service called directly (the gate's `Answer`): its parameters
+    validated by the endpoint's own input model, as BentoML would, the result encoded off the event loop."""
+    api = IMAGE_APIS[route]
+    try:
+        inputs = api.input_spec.model_validate({**form_values(fields), "image": Path("upload")})
+    except ValidationError as error:
+        raise InvalidArgument("; ".join(describe(detail) for detail in error.errors())) from None
+    parameters = {name: getattr(inputs, name) for name in api.input_spec.model_fields if name != "image"}
+    # the endpoint's own function: through the instance, BentoML may route the call to a proxy of the service
+    result = await api.func(bentoml.get_current_service(), image=image, **parameters)
+    if isinstance(result, Image.Image):
+        return await anyio.to_thread.run_sync(encodings.png_bytes, result), "image/png"
+    return json.dumps(result).encode(), "application/json"
+
+
+Segmenter.add_asgi_middleware(
+    RequestGate, paths=[*IMAGE_APIS, "/model"], image_paths=list(IMAGE_APIS), timeout=TIMEOUT_S, answer=answer
+)

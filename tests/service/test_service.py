@@ -77,8 +77,8 @@ def test_raw_body_json_and_overlay(server, camvid_mini):
 def test_model_info_and_bentoml_endpoints(server):
     info = requests.get(server.url + "/model", timeout=10).json()
     assert info["classes"][0] == "sky" and len(info["palette"]) == 11 and info["model"].startswith("segsvc-camvid:")
-    assert info["chosen_by"] == "auto" and info["backend"] in info["timings_ms"]
-    assert info["backend"] == min(info["timings_ms"], key=info["timings_ms"].get)
+    assert info["chosen_by"] == "auto" and info["backend"] in info["timings_ms"]["new_sizes"]
+    assert info["why"].startswith(info["backend"]) and "new sizes" in info["why"]
     assert (info["engine"], info["precision"]) == (FORMS[info["backend"]].engine, FORMS[info["backend"]].precision)
     assert info["input"]["max_bytes"] == MAX_BYTES and info["demo"] == "/demo"
     page = requests.get(server.url + info["demo"], timeout=10)
