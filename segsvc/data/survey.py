@@ -64,7 +64,7 @@ def survey_yolo(root: Path) -> Reading | None:
         top = max((int(line.split()[0]) for path in labels for line in path.read_text().splitlines() if line.strip()), default=0)
         reading.init_args["class_names"] = ["background", *(f"class_{k}" for k in range(top + 1))]
         reading.found.append(f"no data.yaml: classes 0..{top} seen in the labels, named class_K (rename them)")
-    reading.found += yolo.stale_caches(splits)
+    reading.found += yolo.stale_caches([labels for _, labels in splits.values()])
     reading.add_split("val" in splits, "valid/ is the val split" if (root / "valid").is_dir() else "")
     return reading
 

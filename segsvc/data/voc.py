@@ -89,3 +89,13 @@ def read_labelmap(path: Path) -> tuple[list[str], list[tuple[int, int, int]]]:
     if not names:
         raise DataError(f"{path} names no labels")
     return names, palette
+
+
+def labelmap_classes(path: Path, class_names: list[str] | None, palette: list | None) -> tuple[list[str], list]:
+    """(class names, palette) from a labelmap: its names when none are given, each class's colour when no palette is."""
+    names, colours = read_labelmap(path)
+    class_names = list(class_names or names)
+    for name in class_names:
+        if name not in names:
+            raise DataError(f"class {name!r} is not in {path} ({', '.join(names)})")
+    return class_names, palette or [colours[names.index(name)] for name in class_names]

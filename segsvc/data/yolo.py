@@ -96,9 +96,30 @@ def find_splits(root: Path) -> dict[str, tuple[Path, Path]]:
     return splits
 
 
-def stale_caches(splits: dict[str, tuple[Path, Path]]) -> list[str]:
+def yolo_classes(roots: list[Path], class_names: list[str] | None, background: str | None) -> tuple[list[str], tuple, list[str]]:
+    """(class names, segsvc class id of each YOLO class, notes to say once) for the YOLO sets in `roots`.
+
+    The YOLO classes are data.yaml's names, in order (without a data.yaml: the YAML's class_names but the
+    background); the class list is the YAML's, or the background followed by the YOLO names."""
+    data_yaml = find_data_yaml(roots[0])
+    names, notes = read_data_yaml(data_yaml) if data_yaml else (None, [])
+    notes += stale_caches([labels for root in roots for _, labels in find_splits(root).values()])
+    if names is None:
+        if not class_names:
+            raise MaskError(f"no data.yaml in {roots[0]} names the YOLO classes: set class_names (the background first)")
+        names = [name for name in class_names if name != background]
+    class_names = list(class_names or ([background] if background is not None else []) + names)
+    if background is not None and background not in class_names:
+        raise MaskError(f"background_class {background!r} is not in class_names {class_names}; add it, or set it to null")
+    for name in names:
+        if name not in class_names:
+            raise MaskError(f"YOLO class {name!r} of {data_yaml} is not in class_names {class_names}")
+    return class_names, tuple(class_names.index(name) for name in names), notes
+
+
+def stale_caches(label_dirs: list[Path]) -> list[str]:
     """Ultralytics' `labels.cache` / `labels/train.cache` files: pickled state of another machine, never read here."""
-    caches = {cache for _, labels in splits.values() for cache in labels.parent.glob("*.cache")}
+    caches = {cache for labels in label_dirs for cache in labels.parent.glob("*.cache")}
     if not caches:
         return []
     return [f"ignoring {len(caches)} Ultralytics label cache file(s) ({sorted(caches)[0]}): the .txt labels are read instead"]
