@@ -24,6 +24,7 @@ from segsvc.data.voc import read_labelmap, read_split_list
 
 MASK_WORDS = ("mask", "label", "annot", "seg", "gt", "truth", "class")
 IMAGE_WORDS = ("image", "img", "jpeg", "photo", "rgb")
+INSTANCE_WORDS = ("object", "instance")
 LOSSLESS = (".png", ".bmp", ".tif", ".tiff")
 MAX_COLOURS = 64  # more distinct colours than this is not a class palette (JPEG-saved or smoothed masks)
 SPLIT_NAMES = ("train", "val", "test")
@@ -95,6 +96,7 @@ def pair_folders(folder: Path) -> tuple[str, str, str, list[str]] | None:
                 continue
             paired = sum(pairing_name(f, suffix or None) in stems for f in mask_files)
             hints = word_score(masks, MASK_WORDS) - word_score(images, MASK_WORDS) + word_score(images, IMAGE_WORDS)
+            hints -= word_score(masks, INSTANCE_WORDS)  # VOC's SegmentationObject: instances, beside SegmentationClass
             scored.append((paired, hints, images, masks, suffix))
     if not scored:
         return None

@@ -100,6 +100,15 @@ def test_where_two_readings_fit_the_other_is_named_in_the_yaml_and_the_output(fo
     assert colours.others == ["black as a class (written); or black as void: move it from palette to ignore_values"]
 
 
+def test_voc_with_instance_masks_beside_reads_the_class_masks_and_names_the_others(folders, tmp_path):
+    root = tmp_path / "voc"
+    shutil.copytree(folders / "voc", root)
+    shutil.copytree(root / "SegmentationClass", root / "SegmentationObject")  # VOC ships both; they pair alike
+    reading = survey(root)
+    assert reading.init_args["mask_dir"] == "SegmentationClass"
+    assert "masks in SegmentationObject/ also pair with the images (16 files)" in reading.others
+
+
 def test_yolo_without_class_names_gets_data_yaml_names_in_the_model_too(folders, tmp_path):
     from training.cli import build_cli
 
