@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -271,6 +272,37 @@ def test_sixteen_concurrent_requests_all_succeed(server, camvid_mini):
         responses = list(pool.map(lambda body: post(server, "/segment", body), bodies))
     assert [r.status_code for r in responses] == [200] * 16
     assert all(Image.open(io.BytesIO(r.content)).size == (480, 360) for r in responses)
+
+
+def thread_affinities(pid: str) -> dict[str, set[int]]:
+    """The CPUs each thread of process `pid` may run on, by thread name and id."""
+    found = {}
+    for task in (Path("/proc") / pid / "task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            found[f"{name} {task.name}"] = os.sched_getaffinity(int(task.name))
+        except OSError:  # the thread ended
+            continue
+    return found
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: nothing to share")
+def test_workers_inference_threads_are_not_confined_to_one_cpu(server, camvid_mini):
+    """Under load, no thread of either worker is pinned: OpenVINO pinned each worker's inference thread to
+    the first core, and two workers computed on one core while the other idled."""
+    workers = [c.split()[0] for c in process_environments(f"BENTOML_HOME={server.log.parent}") if "worker" in c]
+    assert len(workers) == 2, workers
+    paths = sorted((camvid_mini / "train").iterdir())
+    bodies = [paths[i % len(paths)].read_bytes() for i in range(48)]
+    everywhere = os.sched_getaffinity(0)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = pool.map(lambda body: post(server, "/segment", body), bodies)
+        time.sleep(1.0)  # every worker busy now, its engine's threads started
+        affinities = {pid: thread_affinities(pid) for pid in workers}
+        assert [r.status_code for r in responses] == [200] * len(bodies)
+    for pid, threads in affinities.items():
+        pinned = {thread: cpus for thread, cpus in threads.items() if cpus != everywhere}
+        assert not pinned, f"worker {pid}: threads confined to {pinned}, not {everywhere}"
 
 
 def test_service_does_not_import_lightning():
