@@ -28,26 +28,19 @@ CAMVID_PALETTE = [
     (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
 ]  # fmt: skip
 CAMVID_IGNORE_INDEX = 11
-# A cached image above this many pixels is kept as its compressed file and decoded when drawn (once an epoch):
-# a decoded 12 MP photo holds 36 MB, its JPEG 3-5 MB. The training crop then cuts only its window (transforms).
+# An image above this many pixels is not cached but decoded when drawn, once an epoch: a decoded 12 MP photo and
+# its mask hold 48 MB, so a few hundred would fill the memory. The training crop cuts only its window (transforms).
 LARGE_IMAGE_PIXELS = 4_000_000
 
 
-def image_bytes(path: Path) -> bytes:
-    """An image file's bytes; a LabelMe JSON stands for the image embedded in it."""
+def read_image(path: Path) -> np.ndarray:
+    """An image file as RGB (H, W, 3); a LabelMe JSON stands for the image embedded in it."""
     try:
-        return read_embedded_image(path) if path.suffix.lower() == ".json" else path.read_bytes()
+        source = io.BytesIO(read_embedded_image(path)) if path.suffix.lower() == ".json" else path
+        with Image.open(source) as image:
+            return to_rgb_array(image)
     except MaskError as error:
         raise DataError(str(error)) from error
-    except OSError as error:
-        raise DataError(f"unreadable image {path}: {error}") from error
-
-
-def read_image(path: Path, data: bytes | None = None) -> np.ndarray:
-    """An image file (or its bytes, `data`) as RGB (H, W, 3)."""
-    try:
-        with Image.open(io.BytesIO(data if data is not None else image_bytes(path))) as image:
-            return to_rgb_array(image)
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"unreadable image {path}: {error}") from error
 
@@ -66,24 +59,23 @@ def split_off(pairs: list, fraction: float, seed: int) -> tuple[list, list]:
 
 
 class SegmentationDataset(Dataset):
-    """(image file, mask source) pairs decoded with a `MaskFormat`; `cache` keeps decoded pairs in memory (a large
-    image as its compressed file, see LARGE_IMAGE_PIXELS)."""
+    """(image file, mask source) pairs decoded with a `MaskFormat`; `cache` keeps decoded pairs in memory, all but
+    large images (LARGE_IMAGE_PIXELS)."""
 
     def __init__(self, pairs: list[tuple[Path, Path | CocoImage]], mask_format: MaskFormat, transform=None, cache: bool = False):
         self.pairs = list(pairs)
         self.mask_format = mask_format
         self.num_classes, self.ignore_index = mask_format.num_classes, mask_format.ignore_index
         self.transform = transform
-        self._cache: dict[int, tuple[np.ndarray | bytes, np.ndarray]] | None = {} if cache else None
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        image_path, mask_source = self.pairs[index]
         if self._cache is not None and index in self._cache:
-            image, mask = self._cache[index]
-            return (read_image(image_path, image) if isinstance(image, bytes) else image), mask
+            return self._cache[index]
+        image_path, mask_source = self.pairs[index]
         image = read_image(image_path)
         try:
             mask = decode_mask(mask_source, self.mask_format)
@@ -91,9 +83,8 @@ class SegmentationDataset(Dataset):
             raise DataError(str(error)) from error
         if image.shape[:2] != mask.shape:
             raise DataError(f"size mismatch: image {image_path} is {image.shape[:2]}, mask {mask_source} is {mask.shape}")
-        if self._cache is not None:
-            large = image.shape[0] * image.shape[1] > LARGE_IMAGE_PIXELS
-            self._cache[index] = (image_bytes(image_path) if large else image, mask)
+        if self._cache is not None and image.shape[0] * image.shape[1] <= LARGE_IMAGE_PIXELS:
+            self._cache[index] = (image, mask)
         return image, mask
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
