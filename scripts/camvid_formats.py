@@ -203,13 +203,18 @@ def write_labelme(root: Path, out: Path, version: str) -> Path:
     return out
 
 
-def write_voc(root: Path, out: Path) -> Path:
-    """VOC's layout: JPEGImages, SegmentationClass (P-mode PNGs, void 255) and the split lists, test.txt empty."""
+def voc_folders(out: Path, void: tuple[int, int, int]) -> np.ndarray:
+    """VOC's folders made in `out`; a 256-entry colour table: CamVid's colour by class id, `void` for the rest."""
     for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    palette = np.zeros((256, 3), np.uint8)
-    palette[: len(CAMVID_PALETTE)] = CAMVID_PALETTE
-    palette[255] = (224, 224, 192)  # VOC's void border colour
+    colours = np.full((256, 3), void, np.uint8)
+    colours[: len(CAMVID_PALETTE)] = CAMVID_PALETTE
+    return colours
+
+
+def write_voc(root: Path, out: Path) -> Path:
+    """VOC's layout: JPEGImages, SegmentationClass (P-mode PNGs, void 255) and the split lists, test.txt empty."""
+    palette = voc_folders(out, (224, 224, 192))  # VOC's void border colour
     for split, pairs in camvid_pairs(root).items():
         for stem, (image, mask) in pairs.items():
             Image.open(image).convert("RGB").save(out / "JPEGImages" / f"{stem}.jpg", quality=95)
@@ -224,10 +229,7 @@ def write_voc(root: Path, out: Path) -> Path:
 
 def write_cvat(root: Path, out: Path) -> Path:
     """CVAT's "Segmentation mask 1.1" export: JPEGImages, colour SegmentationClass PNGs, labelmap.txt, default.txt."""
-    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
-    colours = np.zeros((256, 3), np.uint8)
-    colours[: len(CAMVID_PALETTE)] = CAMVID_PALETTE  # void -> black, CVAT's background
+    colours = voc_folders(out, (0, 0, 0))  # void -> black, CVAT's background
     stems = []
     for pairs in camvid_pairs(root).values():
         for stem, (image, mask) in pairs.items():
