@@ -37,10 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import segsvc  # noqa: E402
+from segsvc.io.encodings import png_bytes  # noqa: E402
 from segsvc.io.images import decode_image  # noqa: E402
-from segsvc.io.modelfolder import DEFAULT_MODEL_DIR  # noqa: E402
+from segsvc.io.modelfolder import DEFAULT_MODEL_DIR, read_config  # noqa: E402
+from segsvc.io.visualize import palettized  # noqa: E402
 from segsvc.models.fusion import fuse_batchnorm  # noqa: E402
 from segsvc.runtime import BACKENDS, load_runtime  # noqa: E402
+from segsvc.runtime.auto import decide  # noqa: E402
 from segsvc.runtime.cpu import cpu_description  # noqa: E402
 
 HEIGHT, WIDTH = 384, 480
@@ -183,26 +186,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def in_process_worker(backend: str, threads: int, arrays: list[np.ndarray], seconds: float, barrier) -> float:
-    """images/s of `predict_mask` in one process, started together with its siblings by `barrier`."""
+def in_process_worker(backend: str, threads: int, bodies: list[bytes], seconds: float, barrier) -> float:
+    """images/s of what a request computes (decode the PNG, `predict_mask`, encode the mask PNG) in one
+    process, as a service worker loads the form, started together with its siblings by `barrier`."""
     torch.set_num_threads(threads)
-    runner = load_runtime(DEFAULT_MODEL_DIR, backend, threads)
-    for a in arrays:
-        segsvc.predict_mask(runner, a)
+    runner = load_runtime(DEFAULT_MODEL_DIR, backend, threads, shape_free=True)
+    palette = [tuple(c) for c in read_config(DEFAULT_MODEL_DIR)["palette"]]
+
+    def one(body: bytes) -> bytes:
+        return png_bytes(palettized(segsvc.predict_mask(runner, decode_image(body)), palette))
+
+    for body in bodies:
+        one(body)
     barrier.wait()
     start, n = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
-        segsvc.predict_mask(runner, arrays[n % len(arrays)])
+        one(bodies[n % len(bodies)])
         n += 1
     return n / (time.perf_counter() - start)
 
 
-def in_process_rate(backend: str, workers: int, threads: int, arrays: list[np.ndarray], seconds: float) -> float:
+def in_process_rate(backend: str, workers: int, threads: int, bodies: list[bytes], seconds: float) -> float:
     """The server's parallelism without HTTP: `workers` processes x `threads` threads, rates summed."""
     context = multiprocessing.get_context("spawn")
     barrier = context.Manager().Barrier(workers)
     with context.Pool(workers) as pool:
-        rates = pool.starmap(in_process_worker, [(backend, threads, arrays, seconds, barrier)] * workers)
+        rates = pool.starmap(in_process_worker, [(backend, threads, bodies, seconds, barrier)] * workers)
     return sum(rates)
 
 
@@ -314,10 +323,12 @@ def bench_http(requests_total: int, max_seconds: float, backend: str | None, tar
     print(cpu_description())
     images = sorted((Path(os.environ.get("SEGSVC_SHARED", ROOT.parent / "shared")) / "datasets/camvid_mini/test").iterdir())
     bodies = [p.read_bytes() for p in images]
-    arrays = [decode_image(b) for b in bodies]  # as the server decodes them
     workers, threads = server_parallelism()
+    if backend in (None, "auto"):  # both sides run the form auto chooses, decided once as the service does
+        backend = decide(DEFAULT_MODEL_DIR, threads)["best"]
+        print(f"auto chose {backend}: the server and the in-process reference both run it")
     # Measured before any server this script starts, so that nothing else is on the cores.
-    in_process = in_process_rate(backend or "auto", workers, threads, arrays, seconds=min(20.0, max_seconds))
+    in_process = in_process_rate(backend, workers, threads, bodies, seconds=min(20.0, max_seconds))
     for round_index in range(rounds):
         for target in targets:
             server = None
@@ -331,8 +342,8 @@ def bench_http(requests_total: int, max_seconds: float, backend: str | None, tar
                 wait_ready(url, server)
                 print(
                     f"\nHTTP /segment, {target} (round {round_index + 1}/{rounds}), backend {backend}, {workers} workers x "
-                    f"{threads} thread(s), CamVid 480x360 PNGs; in-process predict_mask with the same {workers} "
-                    f"processes x {threads} thread(s): {in_process:.1f} images/s"
+                    f"{threads} thread(s), CamVid 480x360 PNGs; in-process (decode, predict_mask, mask PNG) with the "
+                    f"same {workers} processes x {threads} thread(s): {in_process:.1f} images/s"
                 )
                 load_test(url, bodies, requests_total, max_seconds, in_process)
                 if server is not None:
