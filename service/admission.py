@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import io
 import math
-import os
 import time
 import warnings
 from collections.abc import AsyncIterator
@@ -29,13 +28,8 @@ import anyio
 from PIL import Image
 
 from segsvc.runtime.predict import TILE_ABOVE_PIXELS, return_memory_to_os
+from service import settings
 
-# Two 7200x5400 images and room for small ones: at most about a minute of work, half the traffic timeout.
-# Measured, 1 engine thread a worker: a 39 MP image took 26 s on the README's 2-core CPU (Large images);
-# on an AVX-512 VNNI+BF16 EPYC (openvino-int8-bf16) two workers answered theirs in 11-24 s under a burst
-# (benchmarks/bench_overload.py). A worker's memory is one image in flight plus the uploads of the rest.
-DEFAULT_MAX_QUEUED_PIXELS = 80_000_000
-MAX_QUEUED_PIXELS = int(os.environ.get("SEGSVC_MAX_QUEUED_PIXELS", "").strip() or DEFAULT_MAX_QUEUED_PIXELS)
 DEADLINE_MARGIN_S = 2.0  # give up this long before BentoML's traffic timeout answers 504
 SECONDS_PER_PIXEL = 0.7e-6  # the first Retry-After estimate, until this worker has timed its own work
 
@@ -176,7 +170,7 @@ class WorkQueue:
         metrics()["pixels"].set(self.pixels)
 
 
-QUEUE = WorkQueue(MAX_QUEUED_PIXELS)
+QUEUE = WorkQueue(settings.CURRENT.max_queued_pixels)
 CURRENT: ContextVar[Ticket | None] = ContextVar("segsvc_ticket", default=None)  # the request's, set by the gate
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from http import HTTPStatus
 from urllib.parse import parse_qsl
@@ -33,23 +32,18 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from segsvc.io.images import DEFAULT_MAX_PIXELS, ImageError
+from segsvc.io.images import ImageError
+from service import settings
 from service.admission import CURRENT, QUEUE, Ticket, header_pixels
 from service.openapi import SPEC_PATH, complete_spec
 
-DEFAULT_MAX_BYTES = 20 * 2**20
 # An image endpoint's answer: (route, image bytes, form or query fields) -> (body, content type); raises a
 # BentoMLException carrying the HTTP status for what it refuses.
 Answer = Callable[[str, bytes, list[tuple[str, str]]], Awaitable[tuple[bytes, str]]]
 
 
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value.strip() else default
-
-
-MAX_BYTES = env_int("SEGSVC_MAX_BYTES", DEFAULT_MAX_BYTES)
-MAX_PIXELS = env_int("SEGSVC_MAX_PIXELS", DEFAULT_MAX_PIXELS)
+MAX_BYTES = settings.CURRENT.max_bytes
+MAX_PIXELS = settings.CURRENT.max_pixels
 
 
 class PayloadTooLarge(BentoMLException):
@@ -91,7 +85,7 @@ class RequestGate:
         if scope["path"] == SPEC_PATH:
             return await self.app(scope, receive, completed_spec(send))
         headers = Headers(scope=scope)
-        if not authorized(headers.get("authorization", ""), os.environ.get("SEGSVC_API_KEY")):
+        if not authorized(headers.get("authorization", ""), settings.CURRENT.api_key):
             message = "missing or wrong API key: send 'Authorization: Bearer <key>'"
             return await send_error(send, 401, message, [(b"www-authenticate", b"Bearer")])
         allowed = ("GET", "POST") if scope["path"] not in self.image_paths else ("POST",)

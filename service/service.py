@@ -40,7 +40,8 @@ from segsvc.runtime.cpu import cpu_description
 from segsvc.runtime.predict import TILE_ABOVE_PIXELS
 from service.admission import CURRENT, QUEUE, Dropped, Ticket
 from service.http import MAX_BYTES, MAX_PIXELS, Busy, PayloadTooLarge, RequestGate, describe, form_values, http_error
-from service.store import ensure_default_model, model_tag
+from service import settings
+from service.store import ensure_default_model
 
 
 def ask_for_huge_pages() -> None:
@@ -48,46 +49,54 @@ def ask_for_huge_pages() -> None:
 
     A tile of a large image allocates activations of up to ~60 MB, which glibc maps fresh for every tile and
     the kernel then faults in 4 KB at a time: with 2 MB pages a 7200x5400 request took 15% less time
-    (README, Large images); 480x360 requests measured the same. `bentoml serve` imports this module before
-    it starts the workers, and they inherit the environment. A GLIBC_TUNABLES that already names
-    glibc.malloc.hugetlb (=0 turns this off) is left alone.
+    (Performance, Large images); 480x360 requests measured the same. The workers inherit the environment of
+    `bentoml serve`. A GLIBC_TUNABLES that already names glibc.malloc.hugetlb (=0 turns this off) is left alone.
     """
     tunables = os.environ.get("GLIBC_TUNABLES", "")
     if "glibc.malloc.hugetlb" not in tunables:
         os.environ["GLIBC_TUNABLES"] = ":".join(filter(None, (tunables, "glibc.malloc.hugetlb=1")))
 
 
-ask_for_huge_pages()
-def check_backend() -> None:
-    """An unknown or unavailable SEGSVC_BACKEND stops `bentoml serve` with one line, before any worker starts."""
+def model_folder() -> Path:
+    """The served model's folder in the store; a tag the store does not have stops the process with one line."""
     try:
-        segsvc.runtime.check_backend(bentoml.models.get(model_tag()).path, os.environ.get("SEGSVC_BACKEND", "auto"))
-    except ValueError as error:
-        raise SystemExit(f"segsvc: SEGSVC_BACKEND: {error}") from None
+        return Path(bentoml.models.get(SETTINGS.model_tag).path)
     except bentoml.exceptions.NotFound as error:
         raise SystemExit(f"segsvc: SEGSVC_MODEL_TAG: {error}") from None
 
 
-THREADS_PER_WORKER = int(os.environ.get("SEGSVC_THREADS", "1"))
-AUTO_DECISION = "SEGSVC_AUTO_DECISION"  # auto's choice, made once by `bentoml serve`, inherited by its workers
+def check_backend() -> None:
+    """An unavailable SEGSVC_BACKEND stops `bentoml serve` with one line naming the available ones."""
+    try:
+        segsvc.runtime.check_backend(model_folder(), SETTINGS.backend)
+    except ValueError as error:
+        raise SystemExit(f"segsvc: SEGSVC_BACKEND: {error}") from None
 
 
 def decide_backend() -> None:
     """With backend auto, time the forms once, before the workers start (they inherit the environment), so
     that every worker serves the same form: a mask must not depend on which worker took the request. The
     timing runs in a child process on a quiet machine; a worker then loads the winner alone."""
-    if os.environ.get("SEGSVC_BACKEND", "auto") == "auto" and AUTO_DECISION not in os.environ:
+    if SETTINGS.backend == "auto" and SETTINGS.auto_decision is None:
         try:
-            decision = segsvc.runtime.auto.decide(bentoml.models.get(model_tag()).path, THREADS_PER_WORKER)
+            decision = segsvc.runtime.auto.decide(model_folder(), SETTINGS.threads)
         except ValueError as error:  # no form can serve this model folder: say why, in one line
             raise SystemExit(f"segsvc: SEGSVC_BACKEND=auto: {str(error).removeprefix('segsvc: ')}") from None
-        os.environ[AUTO_DECISION] = json.dumps(decision)
+        os.environ[settings.AUTO_DECISION] = json.dumps(decision)
 
 
+def start_up() -> None:
+    """What `bentoml serve` does once, before it starts the workers (`Segmenter.on_deployment`)."""
+    ask_for_huge_pages()
+    check_backend()
+    decide_backend()
+
+
+SETTINGS = settings.CURRENT
+# The store must hold the default model before BentoML resolves `Segmenter.model_ref`, which it does before
+# any deployment hook runs; the OpenAPI document lists the model's classes.
 ensure_default_model()
-check_backend()
-decide_backend()
-WORKERS = os.environ.get("SEGSVC_WORKERS", "cpu_count")  # one process a core, one thread each
+CLASS_NAMES = read_config(model_folder())["class_names"]
 TIMEOUT_S = 120  # BentoML answers 504 past this; a request still queued then is dropped first (service.admission)
 DEMO_PAGE = (Path(__file__).parent / "demo" / "index.html").read_bytes()
 
@@ -98,7 +107,6 @@ def split_names(value: Any) -> Any:
 
 
 MAX_TOLERANCE = 10_000  # pixels: more simplifies nothing further, and OpenCV refuses huge ones
-CLASS_NAMES = read_config(bentoml.models.get(model_tag()).path)["class_names"]  # for the OpenAPI document
 ImageFile = Annotated[Path, Field(description="the image: any Pillow-readable format, any mode")]
 ClassNames = Annotated[
     list[Annotated[str, Field(json_schema_extra={"enum": CLASS_NAMES})]] | None,
@@ -121,11 +129,15 @@ pages = Starlette(routes=[Route("/model", model_page, methods=["GET"]), Route("/
 @bentoml.asgi_app(pages, path="/")
 @bentoml.service(
     name="segsvc",
-    workers=int(WORKERS) if WORKERS.isdigit() else WORKERS,
+    workers=SETTINGS.workers,  # default: one process a core, one engine thread each
     traffic={"timeout": TIMEOUT_S},
 )
 class Segmenter:
-    model_ref = bentoml.models.BentoModel(model_tag())
+    model_ref = bentoml.models.BentoModel(SETTINGS.model_tag)
+
+    @bentoml.on_deployment
+    def on_deployment() -> None:
+        start_up()
 
     def __init__(self) -> None:
         # The engine hands the GIL back and forth with the event loop at each step of an inference; at
@@ -137,13 +149,12 @@ class Segmenter:
         # auto (the default): the fastest eligible form on this CPU, as `decide_backend` timed it.
         # No form but the explicit "torch" imports torch.
         warm_up = np.zeros((360, 480, 3), np.uint8)
-        backend = os.environ.get("SEGSVC_BACKEND", "auto")
+        backend, threads = SETTINGS.backend, SETTINGS.threads
         try:
             if backend == "auto":
-                decision = json.loads(os.environ[AUTO_DECISION])
-                self.runtime = segsvc.runtime.auto.from_decision(self.model_ref.path, decision, THREADS_PER_WORKER)
+                self.runtime = segsvc.runtime.auto.from_decision(self.model_ref.path, SETTINGS.auto_decision, threads)
             else:
-                self.runtime = segsvc.load_runtime(self.model_ref.path, backend, THREADS_PER_WORKER, shape_free=True)
+                self.runtime = segsvc.load_runtime(self.model_ref.path, backend, threads, shape_free=True)
         except ValueError as exc:
             raise ValueError(f"SEGSVC_BACKEND: {exc}") from exc
         # The warm-up frame's shape is compiled now (a camera's frames run on it from the first request);

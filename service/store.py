@@ -10,23 +10,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
 from pathlib import Path
 
 import bentoml
 
 from segsvc.io.modelfolder import ACCURACY_FILE, CONFIG_FILE, DEFAULT_MODEL_DIR, GRAPH_FILES, WEIGHTS_FILE, read_config
+from service import settings
+from service.settings import DEFAULT_MODEL_TAG
 
 MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE, *GRAPH_FILES, ACCURACY_FILE)  # the graphs and accuracy record are optional
 
-DEFAULT_MODEL_NAME = "segsvc-camvid"
-MODEL_TAG_ENV = "SEGSVC_MODEL_TAG"
-
-
-def model_tag() -> str:
-    """The tag the service serves: $SEGSVC_MODEL_TAG, or the shipped default's name."""
-    return os.environ.get(MODEL_TAG_ENV, f"{DEFAULT_MODEL_NAME}:latest")
+DEFAULT_MODEL_NAME = DEFAULT_MODEL_TAG.partition(":")[0]
 
 
 def model_digest(model_dir: str | Path) -> str:
@@ -56,7 +51,7 @@ def ensure_default_model() -> None:
     The store outlives upgrades: when its latest default is another model (an older release's, which this
     version may not even read), the shipped one is imported as a new version and becomes latest.
     """
-    if os.environ.get(MODEL_TAG_ENV):
+    if settings.CURRENT.model_tag != DEFAULT_MODEL_TAG:
         return
     try:
         stored = bentoml.models.get(DEFAULT_MODEL_NAME).info.labels.get("digest")

@@ -7,8 +7,10 @@ import concurrent.futures
 import io
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -154,6 +156,59 @@ def test_bad_input_keeps_its_status_over_the_client(server, camvid_mini, tmp_pat
 def test_bad_form_fields_get_400_not_500(server, fields, message):
     response = requests.post(server.url + "/segment_json", files=fields, timeout=60)
     assert response.status_code == 400 and message in response.json()["error"], response.text
+
+
+class FetchListener:
+    """A loopback TCP listener that records every connection: a server that fetched a URL would show here."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:  # closed
+                return
+            self.connections += 1
+            connection.close()
+
+
+def multipart(boundary: str, parts: list[tuple[str, bytes]]) -> bytes:
+    """A multipart body from (header lines, content) pairs, the headers written as given."""
+    chunks = [f"--{boundary}\r\n".encode() + head.encode() + b"\r\n\r\n" + content + b"\r\n" for head, content in parts]
+    return b"".join(chunks) + f"--{boundary}--\r\n".encode()
+
+
+TRICKY_IMAGE_PARTS = {
+    "filename in another header": ['Content-Disposition: form-data; name="image"\r\nX-Note: filename="a.png"'],
+    "filename in another parameter": ['Content-Disposition: form-data; name="image"; xfilename="a.png"'],
+    "filename in the content type": ['Content-Disposition: form-data; name="image"\r\nContent-Type: image/png; filename="a.png"'],
+    "unquoted name": ["Content-Disposition: form-data; name=image"],
+    "odd case": ['CONTENT-DISPOSITION: FORM-DATA; NAME="image"'],
+    "text before a file": ['Content-Disposition: form-data; name="image"', 'Content-Disposition: form-data; name="image"; filename="a.png"'],
+}
+
+
+@pytest.mark.parametrize("case", TRICKY_IMAGE_PARTS)
+def test_an_image_part_that_is_not_a_file_is_a_400_and_nothing_is_fetched(server, camvid_mini, case):
+    listener = FetchListener()
+    url = f"http://127.0.0.1:{listener.port}/x.png".encode()
+    png = next((camvid_mini / "test").iterdir()).read_bytes()
+    parts = [(head, url if index == 0 else png) for index, head in enumerate(TRICKY_IMAGE_PARTS[case])]
+    for route in ("/segment", "/segment_json", "/overlay"):
+        body = multipart("b0undary", parts)
+        response = post(server, route, body, "multipart/form-data; boundary=b0undary")
+        assert response.status_code == 400, (case, route, response.text)
+        assert "must be a file upload" in response.json()["error"]
+    json_body = requests.post(server.url + "/segment", json={"image": url.decode()}, timeout=60)
+    assert json_body.status_code == 415 and "multipart file field 'image'" in json_body.json()["error"]
+    time.sleep(0.5)
+    assert listener.connections == 0, f"the server fetched {url!r}"
+    listener.socket.close()
 
 
 def test_opacity_must_be_a_number(server):
@@ -325,7 +380,7 @@ def test_workers_hold_no_torch(server):
 @pytest.mark.parametrize(
     ("backend", "missing", "message"),
     [
-        ("tensorrt", "model_int8_qdq.onnx", "segsvc: SEGSVC_BACKEND: unknown backend 'tensorrt'; the backends are auto, onnxruntime, openvino"),
+        ("tensorrt", "model_int8_qdq.onnx", "segsvc: SEGSVC_BACKEND='tensorrt': expected one of auto, onnxruntime, openvino"),
         ("openvino-int8", "model_int8_qdq.onnx", "segsvc: SEGSVC_BACKEND: backend 'openvino-int8' is not available here (no model_int8_qdq.onnx"),
         ("auto", "model.onnx", "segsvc: SEGSVC_BACKEND=auto: no backend can serve"),
     ],
@@ -348,7 +403,7 @@ def test_an_unknown_or_unavailable_backend_stops_serve_with_one_line(backend, mi
 
 
 def test_workers_start_with_glibc_huge_pages(server):
-    """`bentoml serve` imports the service before it starts the workers, so they inherit the hugetlb tunable."""
+    """`bentoml serve` runs the start-up hook before it starts the workers, so they inherit the hugetlb tunable."""
     workers = {c: env for c, env in process_environments(f"BENTOML_HOME={server.log.parent}").items() if "worker" in c}
     assert len(workers) == 2, list(workers)
     assert all("glibc.malloc.hugetlb=1" in env.get("GLIBC_TUNABLES", "").split(":") for env in workers.values())
@@ -356,7 +411,7 @@ def test_workers_start_with_glibc_huge_pages(server):
 
 def test_huge_pages_keep_the_users_tunables():
     code = (
-        "import os, service.service as s; print(os.environ['GLIBC_TUNABLES']); "
+        "import os, service.service as s; s.ask_for_huge_pages(); print(os.environ['GLIBC_TUNABLES']); "
         "os.environ['GLIBC_TUNABLES'] = 'glibc.malloc.hugetlb=0'; s.ask_for_huge_pages(); print(os.environ['GLIBC_TUNABLES'])"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "BENTOML_DO_NOT_TRACK": "true", "GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}
