@@ -358,7 +358,7 @@ def describe_backend(url: str) -> None:
     import requests
 
     info = requests.get(url + "/model", timeout=10).json()
-    print(f"served: {info.get('backend')} ({info.get('engine', '')} {info.get('precision', '')}), timings ms {info.get('timings_ms', '')}")
+    print(f"served: {info.get('form')} ({info.get('engine', '')} {info.get('precision', '')}), timings ms {info.get('timings_ms', '')}")
 
 
 def main() -> None:

@@ -175,7 +175,7 @@ def main() -> None:
     ratio, peak, gb = statistics.median(ratios), max(peaks), 1e9
     small_ms = [p * 480 * 360 * 1e3 for p in small_per_pixel]
     print(served["cpu"])
-    print(f"large image {args.width}x{args.height} JPEG, {len(big) / 1e6:.1f} MB; {served['backend']}, 1 worker x 1 thread; {args.rounds} rounds")
+    print(f"large image {args.width}x{args.height} JPEG, {len(big) / 1e6:.1f} MB; {served['form']}, 1 worker x 1 thread; {args.rounds} rounds")
     print("| measure | value | target |")
     print("|---|---|---|")
     print(f"| worker RSS idle (after warm-up) | {idle / gb:.2f} GB | |")

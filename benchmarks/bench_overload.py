@@ -216,7 +216,7 @@ def main() -> None:
             served = json.loads(connection.getresponse().read())
             print(cpu_description())
             print(
-                f"{args.width}x{args.height} JPEG, {len(big) / 1e3:.0f} KB; {served['backend']}, {args.workers} workers x 1 thread; "
+                f"{args.width}x{args.height} JPEG, {len(big) / 1e3:.0f} KB; {served['form']}, {args.workers} workers x 1 thread; "
                 f"queue bound {served['input']['max_queued_pixels']} pixels a worker"
             )
             for count in args.bursts:

@@ -108,7 +108,7 @@ def main() -> None:
         import requests
 
         info = requests.get(f"http://127.0.0.1:{port}/model", timeout=10).json()
-        print(f"served: {info.get('backend')} ({info.get('chosen_by')}: {info.get('why', '')}); new shapes: {info.get('new_shapes', '')}")
+        print(f"served: {info.get('form')} ({info.get('chosen_by')}: {info.get('why', '')}); new shapes: {info.get('new_shapes', '')}")
     finally:
         stop_server(server)
 

@@ -68,7 +68,7 @@ class Runtime:
 
     def describe(self) -> dict:
         return {
-            "backend": self.form.name,
+            "form": self.form.name,
             "engine": self.form.engine,
             "precision": self.form.precision,
             "chosen_by": self.chosen_by,

@@ -43,7 +43,7 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(server):
     """The library runtime of the form the server's workers chose: their masks must be its masks."""
-    return load_runtime(DEFAULT_MODEL_DIR, requests.get(server.url + "/model", timeout=10).json()["backend"], threads=1)
+    return load_runtime(DEFAULT_MODEL_DIR, requests.get(server.url + "/model", timeout=10).json()["form"], threads=1)
 
 
 def encode(image: Image.Image, fmt: str, **params) -> bytes:
@@ -80,9 +80,9 @@ def test_raw_body_json_and_overlay(server, camvid_mini):
 def test_model_info_and_bentoml_endpoints(server):
     info = requests.get(server.url + "/model", timeout=10).json()
     assert info["classes"][0] == "sky" and len(info["palette"]) == 11 and info["model"].startswith("segsvc-camvid:")
-    assert info["chosen_by"] == "auto" and info["backend"] in info["timings_ms"]["new_sizes"]
-    assert info["why"].startswith(info["backend"]) and "new sizes" in info["why"]
-    assert (info["engine"], info["precision"]) == (FORMS[info["backend"]].engine, FORMS[info["backend"]].precision)
+    assert info["chosen_by"] == "auto" and info["form"] in info["timings_ms"]["new_sizes"]
+    assert info["why"].startswith(info["form"]) and "new sizes" in info["why"]
+    assert (info["engine"], info["precision"]) == (FORMS[info["form"]].engine, FORMS[info["form"]].precision)
     assert info["input"]["max_bytes"] == MAX_BYTES and info["demo"] == "/demo"
     page = requests.get(server.url + info["demo"], timeout=10)
     assert page.status_code == 200 and "segment_json" in page.text and "<script src" not in page.text  # self-contained
@@ -483,7 +483,7 @@ def test_api_key_and_torch_backend(imported_torch_server, camvid_mini):
         assert client.segment(image=path).size == (480, 360)
     auth = {"Authorization": "Bearer s3cret"}
     info = requests.get(server.url + "/model", headers=auth, timeout=10).json()
-    assert info["backend"] == "torch" and info["model"].startswith("street:")
+    assert info["form"] == "torch" and info["model"].startswith("street:")
     response = post(server, "/segment", path.read_bytes(), headers=auth)
     assert response.status_code == 200
     expected = segsvc.predict_mask(segsvc.load_default_model(), Image.open(path))
