@@ -240,7 +240,7 @@ class Segmenter:
         start = time.perf_counter()
         rgb = image if isinstance(image, np.ndarray) else read_image(image)
         mask, probability = segsvc.predict(
-            self.runtime, rgb, confidence, checkpoint=lambda: anyio.from_thread.run(QUEUE.pause, ticket)
+            self.runtime, rgb, confidence, before_tile=lambda: anyio.from_thread.run(QUEUE.pause, ticket)
         )
         QUEUE.timed(ticket, time.perf_counter() - start)
         if mask.size > TILE_ABOVE_PIXELS and len(QUEUE.tickets) == 1:  # the last of a run of large images

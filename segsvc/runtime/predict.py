@@ -97,20 +97,20 @@ def predict(
     tile_size: int = TILE_SIZE,
     tile_overlap: int = TILE_OVERLAP,
     tile_above: int = TILE_ABOVE_PIXELS,
-    checkpoint: Callable[[], None] | None = None,
+    before_tile: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Class ids (H, W) uint8 for an RGB image of any size, and with `confidence` the per-pixel maximum
     softmax probability (H, W) float32 in [0, 1] (else None).
 
     Images with more than `tile_above` pixels run as `tile_size` tiles overlapping by `tile_overlap`
-    (multiples of 32), their logits blended (`segsvc.runtime.tiling`); smaller ones run whole. `checkpoint`, if
+    (multiples of 32), their logits blended (`segsvc.runtime.tiling`); smaller ones run whole. `before_tile`, if
     given, is called before each tile: it may raise to stop the image (a service whose client has gone) or
     block while more urgent work runs.
     """
     rgb = as_rgb(image)
     height, width = rgb.shape[:2]
     if height * width > tile_above:
-        return predict_tiled(model, rgb, confidence, tile_size, tile_overlap, checkpoint)
+        return predict_tiled(model, rgb, confidence, tile_size, tile_overlap, before_tile)
     logits = run_logits(model, preprocess(rgb))[0, :, :height, :width]
     mask = argmax_classes(logits)
     return mask, max_softmax(logits) if confidence else None
@@ -122,18 +122,18 @@ def predict_tiled(
     confidence: bool,
     tile_size: int,
     tile_overlap: int,
-    checkpoint: Callable[[], None] | None = None,
+    before_tile: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """`predict` over overlapping tiles; each tile is normalised and padded on its own, so no float copy
     of the whole image exists, and each finished block of blended logits is argmaxed and dropped.
-    `checkpoint` runs before each tile (see `predict`)."""
+    `before_tile` runs before each tile (see `predict`)."""
     height, width = rgb.shape[:2]
     mask = np.empty((height, width), np.uint8)
     scores = np.empty((height, width), np.float32) if confidence else None
 
     def tile_logits(top: int, left: int, bottom: int, right: int) -> np.ndarray:
-        if checkpoint is not None:
-            checkpoint()
+        if before_tile is not None:
+            before_tile()
         return run_logits(model, preprocess(rgb[top:bottom, left:right]))[0, :, : bottom - top, : right - left]
 
     try:
@@ -143,7 +143,7 @@ def predict_tiled(
             if scores is not None:
                 scores[block] = max_softmax(logits)
             del logits
-    finally:  # also when `checkpoint` stopped the image
+    finally:  # also when `before_tile` stopped the image
         if hasattr(model, "release_memory"):  # a backend holding buffers between runs (ONNX Runtime's arena)
             model.release_memory()
         return_memory_to_os()

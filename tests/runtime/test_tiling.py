@@ -201,7 +201,7 @@ class CountingBackend:
 def test_checkpoint_runs_before_each_tile_and_can_stop_the_image():
     """The service stops a large image whose client has gone at its next tile, and releases its memory."""
     rgb, backend, calls = np.zeros((2000, 2400, 3), np.uint8), CountingBackend(), []
-    predict(backend, rgb, checkpoint=lambda: calls.append(1), tile_above=0)
+    predict(backend, rgb, before_tile=lambda: calls.append(1), tile_above=0)
     assert len(calls) == len(tile_starts(2000, 896, 128)) * len(tile_starts(2400, 896, 128)) and backend.released == 1
 
     def stop_at_the_third() -> None:
@@ -211,6 +211,6 @@ def test_checkpoint_runs_before_each_tile_and_can_stop_the_image():
 
     calls.clear()
     with pytest.raises(TimeoutError):
-        predict(backend, rgb, checkpoint=stop_at_the_third, tile_above=0)
+        predict(backend, rgb, before_tile=stop_at_the_third, tile_above=0)
     assert len(calls) == 3 and backend.released == 2
-    predict(backend, np.zeros((360, 480, 3), np.uint8), checkpoint=stop_at_the_third)  # untiled: never called
+    predict(backend, np.zeros((360, 480, 3), np.uint8), before_tile=stop_at_the_third)  # untiled: never called
