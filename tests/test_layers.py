@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 
 PACKAGES = ("segsvc", "training", "service")  # what is installed
 CONSUMERS = ("tests", "benchmarks", "scripts", "docs/examples")  # what only uses it
-SUBPACKAGES = ("io", "models", "runtime", "data", "evaluation")  # segsvc's, lowest first
+SUBPACKAGES = ("io", "models", "data", "runtime", "evaluation")  # segsvc's, lowest first
 MAY_IMPORT = {"segsvc": set(), "training": {"segsvc"}, "service": {"segsvc"}}
 
 

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from segsvc.data.datasets import LARGE_IMAGE_PIXELS  # noqa: E402
-from segsvc.runtime.predict import normalize, pad_to_multiple  # noqa: E402
+from segsvc.models.inputs import normalize, pad_to_multiple  # noqa: E402
 
 
 class TrainTransform:

@@ -15,12 +15,10 @@ import numpy as np
 from PIL import Image
 
 from segsvc.io.images import to_rgb_array
+from segsvc.models.inputs import MULTIPLE, normalize
 from segsvc.models.sizes import padded_size
 from segsvc.runtime.tiling import blended_blocks
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-MULTIPLE = 32
 # Measured (2-core CPU, ONNX Runtime, 1 thread; docs/performance.md, Large images; benchmarks/tile_sweep.py): the model's
 # argmax agrees with the whole image's only ~150 px inside a tile edge, so tiles overlap by at least 128 px,
 # spread evenly, each seam blended across its whole overlap (segsvc.runtime.tiling). 896/128 tiles agree with
@@ -42,21 +40,8 @@ class Backend(Protocol):
     def run_batch(self, batch: np.ndarray) -> np.ndarray: ...
 
 
-def normalize(image: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) -> float32 (H, W, 3) with ImageNet mean/std."""
-    return (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-
-
 # NORMALIZED[c, v]: `normalize` of the value v in channel c, computed by `normalize` itself
 NORMALIZED = np.ascontiguousarray(normalize(np.repeat(np.arange(256, dtype=np.uint8)[:, None, None], 3, axis=2))[:, 0, :].T)
-
-
-def pad_to_multiple(array: np.ndarray, multiple: int = MULTIPLE, value: float = 0) -> np.ndarray:
-    """Pad the first two axes (H, W) on the right/bottom to multiples of `multiple`."""
-    height, width = array.shape[:2]
-    pad = [(0, padded_size(height, multiple) - height), (0, padded_size(width, multiple) - width)]
-    pad += [(0, 0)] * (array.ndim - 2)
-    return np.pad(array, pad, constant_values=value)
 
 
 def as_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
