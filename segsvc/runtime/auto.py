@@ -12,10 +12,10 @@ masks agree with fp32's on at least `MIN_AGREEMENT` of the calibration pixels, a
 it needs the training stack, and the graph engines run the same model faster.
 
 `decide` times in a child process (`python -m segsvc.runtime.auto FOLDER`) and `from_decision` loads only
-the winner: a service decides once, before its workers start, so that every worker serves the same form
-(each timing for itself, two workers picked two forms 5% apart, and a request's mask depended on which
-worker took it), and each worker holds one engine's libraries and graph, not every engine's (measured:
-354 MB against 284 MB resident for OpenVINO bf16 alone).
+the winner: a service decides once, before its workers start, so that every worker serves the same form (a
+mask must not depend on which worker took the request), and each worker holds one engine's libraries and
+graph, not every engine's (70 MB less resident with OpenVINO bf16). How these came about:
+docs/measurements/engines.md.
 """
 
 from __future__ import annotations
