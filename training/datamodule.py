@@ -27,7 +27,7 @@ from segsvc.data.datasets import (
     split_off,
 )
 from segsvc.data.labelme import list_labelme_pairs
-from segsvc.data.layout import resolve_roots
+from segsvc.data.layout import find_split_folder, resolve_roots
 from segsvc.data.masks import MaskError, MaskFormat, read_coco
 from segsvc.data.recipe import Choice, choose_crop_size
 from segsvc.data.transforms import EvalTransform, TrainTransform
@@ -168,10 +168,10 @@ class SegmentationDataModule(pl.LightningDataModule):
                 print(f"segsvc: note: {note}", file=sys.stderr)
 
     def split_folder(self, root: Path, split: str) -> Path:
-        """`root/<split>`; for train, a flat `root` when there is no `root/train`."""
-        folder = root / split
-        if split == "train" and not folder.is_dir():
-            return root
+        """`root/<split>` (val: also `valid/`, as Roboflow names it); for train, a flat `root` when there is no `root/train`."""
+        folder = find_split_folder(root, split)
+        if folder is None:
+            return root if split == "train" else root / split
         return folder
 
     def split_dirs(self, root: Path, split: str) -> tuple[Path, Path]:
@@ -251,7 +251,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         if self.val_fraction is None or split not in ("train", "val"):
             return self.list_split(split)
         for root in self.roots:
-            if (root / "val").is_dir() or self.root_has_split(root, "val"):
+            if find_split_folder(root, "val") is not None or self.root_has_split(root, "val"):
                 raise DataError(f"{root} has a val split and val_fraction is set: use one or the other")
         train, val = split_off(self.list_split("train"), self.val_fraction, self.split_seed)
         return train if split == "train" else val

@@ -15,6 +15,15 @@ from pathlib import Path
 from segsvc.io.images import IMAGE_SUFFIXES
 
 
+# Split folders as datasets name them: Roboflow's exports (YOLO, COCO) call the val split valid/.
+SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+
+
+def find_split_folder(root: Path, split: str) -> Path | None:
+    """`root`'s folder of a split (val: val/, valid/ or validation/), or None."""
+    return next((root / name for name in SPLIT_FOLDERS[split] if (root / name).is_dir()), None)
+
+
 class DataError(ValueError):
     """A dataset problem, always naming the offending file or folder."""
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from segsvc.data import yolo
 from segsvc.data.labelme import STROKED, find_image, is_labelme, read_json
-from segsvc.data.layout import DataError
+from segsvc.data.layout import SPLIT_FOLDERS, DataError, find_split_folder
 from segsvc.data.masks import MaskError
 from segsvc.data.reading import Reading
 from segsvc.data.survey_masks import survey_pairs
 
-SPLIT_NAMES = ("train", "val", "test")
+SPLITS = ("train", "val", "test")
 # LabelMe lines, linestrips and points have no area; they are drawn this wide unless the YAML says otherwise.
 LINE_WIDTH = 5
 
@@ -80,10 +80,10 @@ def find_labelme(folder: Path) -> tuple[str | None, list[Path]]:
 
 
 def survey_labelme(root: Path) -> Reading | None:
-    split_folders = {split: root / split for split in SPLIT_NAMES if find_labelme(root / split)[1]}
+    split_folders = {split: folder for split in SPLITS if (folder := find_split_folder(root, split)) and find_labelme(folder)[1]}
     folders = split_folders or {"train": root}
     sub, files = find_labelme(folders["train"])
-    if not files or (not split_folders and sub in SPLIT_NAMES):
+    if not files or (not split_folders and sub in {name for names in SPLIT_FOLDERS.values() for name in names}):
         return None
     files = [path for folder in folders.values() for path in find_labelme(folder)[1]]
     reading = Reading({"mask_format": "labelme"}, [f"LabelMe JSON files ({len(files)}) in {'/'.join(['<split>'] * bool(split_folders) + [sub] * bool(sub)) or 'the folder'}"])
@@ -136,7 +136,7 @@ def is_coco(path: Path) -> bool:
 
 
 def survey_coco(root: Path) -> Reading | None:
-    folders = {split: root / split for split in SPLIT_NAMES if (root / split).is_dir()} or {"train": root}
+    folders = {split: folder for split in SPLITS if (folder := find_split_folder(root, split))} or {"train": root}
     files = {split: [p for p in sorted(folder.glob("*.json")) if is_coco(p)] for split, folder in folders.items()}
     if not files.get("train"):
         return None

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segsvc.data.layout import IMAGE_SUFFIXES, DataError, pairing_name
+from segsvc.data.layout import IMAGE_SUFFIXES, DataError, find_split_folder, pairing_name
 from segsvc.data.masks import pack_rgb, unpack_rgb
 from segsvc.data.reading import Reading
 from segsvc.data.voc import read_labelmap, read_split_list
@@ -27,13 +27,13 @@ IMAGE_WORDS = ("image", "img", "jpeg", "photo", "rgb")
 INSTANCE_WORDS = ("object", "instance")
 LOSSLESS = (".png", ".bmp", ".tif", ".tiff")
 MAX_COLOURS = 64  # more distinct colours than this is not a class palette (JPEG-saved or smoothed masks)
-SPLIT_NAMES = ("train", "val", "test")
+SPLITS = ("train", "val", "test")
 
 
 def survey_pairs(root: Path) -> Reading:
     """The layout and encoding of a folder of images and masks; a DataError when it holds none."""
     reading = Reading({})
-    splits = {split: root / split for split in SPLIT_NAMES if (root / split).is_dir() and pair_folders(root / split)}
+    splits = {split: folder for split in SPLITS if (folder := find_split_folder(root, split)) and pair_folders(folder)}
     if "train" in splits:
         sets = list(splits.values())
     elif pair_folders(root):
@@ -47,7 +47,7 @@ def survey_pairs(root: Path) -> Reading:
         sets = tiles
         reading.found.append(f"{len(tiles)} folders of one layout ({tiles[0].name}, ...): read as one dataset by the glob {prefix}*/")
     image_dir, mask_dir, suffix, others = pair_folders(sets[0])
-    if sets == [root] and image_dir in SPLIT_NAMES and mask_dir == f"{image_dir}annot":
+    if sets == [root] and image_dir in SPLITS and mask_dir == f"{image_dir}annot":
         return camvid_layout(root)
     reading.others += others
     for key, value, default in (("image_dir", image_dir, "images"), ("mask_dir", mask_dir, "masks"), ("mask_suffix", suffix, "")):
@@ -70,13 +70,13 @@ def survey_pairs(root: Path) -> Reading:
 def camvid_layout(root: Path) -> Reading:
     """SegNet's CamVid layout (train/ + trainannot/, val/, test/): CamVidDataModule reads it, with CamVid's classes."""
     seen = set()
-    for split in SPLIT_NAMES:
+    for split in SPLITS:
         for mask in list_masks(root / f"{split}annot", "") if (root / f"{split}annot").is_dir() else []:
             seen |= set(mask_contents(mask)[0])
     if not seen <= set(range(12)):
         raise DataError(f"{root} is in SegNet's CamVid layout (train/ + trainannot/), but its masks hold values {sorted(seen - set(range(12)))[:5]} "
                         "past CamVid's 11 classes and void (11): move it to root/<split>/{images,masks}")  # fmt: skip
-    reading = Reading({}, [f"SegNet's CamVid layout ({', '.join(f'{s}/ + {s}annot/' for s in SPLIT_NAMES if (root / s).is_dir())}): "
+    reading = Reading({}, [f"SegNet's CamVid layout ({', '.join(f'{s}/ + {s}annot/' for s in SPLITS if (root / s).is_dir())}): "
                            "CamVid's 11 classes, 11 void (ignored)"], class_path="training.datamodule.CamVidDataModule")  # fmt: skip
     return reading
 

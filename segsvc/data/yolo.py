@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from segsvc.data.layout import pairing_name
+from segsvc.data.layout import SPLIT_FOLDERS, pairing_name
 from segsvc.data.masks import MaskError
 from segsvc.data.shapes import Shape, image_size, paint_shapes
 
 DATA_YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml")
-SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 # Normalised coordinates may overshoot [0, 1] by rounding in exporters; a point further out is a broken label.
 COORDINATE_SLACK = 0.02
 

@@ -3,6 +3,7 @@ that `segsvc data check` passes that YAML as it is, offline and without a model;
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -37,6 +38,7 @@ READINGS = {
                   "class_names": ["background", "object"], "mask_values": [0, "1-255"]},
     "tiles": {"val_fraction": 0.2, "class_names": NUMBERED},
     "color_tiles": {"mask_format": "color", "val_fraction": 0.2, "class_names": NUMBERED},  # the aerial set's form
+    "coco_roboflow": {"mask_format": "coco", "annotations": "_annotations.coco.json", "class_names": LABELLED},
 }  # fmt: skip
 
 
@@ -47,6 +49,7 @@ def folders(tmp_path_factory, camvid_mini) -> Path:
     write_instances(camvid_mini, out / "instances")
     write_tiles(camvid_mini, out / "tiles")
     colour_tiles(out / "color", out / "color_tiles")
+    roboflow_coco(out / "coco", out / "coco_roboflow")
     return write_exports(camvid_mini, out)
 
 
@@ -58,6 +61,16 @@ def colour_tiles(colour: Path, out: Path) -> None:
         for image in sorted((colour / split / "images").iterdir()):
             Image.open(image).convert("RGB").save(out / f"Tile {tile}" / "images" / f"{image.stem}.jpg", quality=90)
             shutil.copy(colour / split / "masks" / image.name, out / f"Tile {tile}" / "masks" / image.name)
+
+
+def roboflow_coco(coco: Path, out: Path) -> None:
+    """Roboflow's COCO export: {train,valid}/ with _annotations.coco.json beside the images, and the project as an
+    unused category 0."""
+    for split, folder in (("train", "train"), ("val", "valid")):
+        shutil.copytree(coco / split / "images", out / folder)
+        content = json.loads((coco / split / "annotations.json").read_text())
+        content["categories"].insert(0, {"id": 0, "name": "camvid-project", "supercategory": "none"})
+        (out / folder / "_annotations.coco.json").write_text(json.dumps(content))
 
 
 @pytest.mark.parametrize("name", READINGS)
