@@ -121,6 +121,8 @@ def predict_tiled(
             before_tile()
         return run_logits(model, preprocess(rgb[top:bottom, left:right]))[0, :, : bottom - top, : right - left]
 
+    if hasattr(model, "prepare"):  # an engine that compiles per shape: the tiles' shape, once, before them all
+        model.prepare((1, 3, padded_size(min(tile_size, height), MULTIPLE), padded_size(min(tile_size, width), MULTIPLE)))
     try:
         for top, left, logits in blended_blocks(height, width, tile_size, tile_overlap, tile_logits):
             block = np.s_[top : top + logits.shape[1], left : left + logits.shape[2]]
