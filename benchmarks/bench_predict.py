@@ -25,7 +25,7 @@ CAMVID = Path(os.environ.get("SEGSVC_SHARED", ROOT.parent / "shared")) / "datase
 
 def run(input_dir: Path, output: Path, processes: int) -> float:
     distributed = ["--trainer.strategy", "ddp"] if processes > 1 else []
-    command = [sys.executable, "-m", "training.cli", "predict", "--model", "default", "--input", str(input_dir),
+    command = [sys.executable, "-m", "segsvc.training.cli", "predict", "--model", "default", "--input", str(input_dir),
                "--output", str(output), "--trainer.accelerator", "cpu", "--trainer.devices", str(processes),
                "--trainer.enable_progress_bar", "false", *distributed]  # fmt: skip
     start = time.perf_counter()

@@ -22,7 +22,7 @@ from segsvc.models.export import export_onnx
 from segsvc.models.serialization import load_model
 from segsvc.runtime.onnxruntime_engine import OnnxRuntimeEngine as OnnxBackend
 from segsvc.runtime.quantize import FLOAT_NODES, calibration_images, quantize_onnx
-from training.datamodule import default_data_root
+from segsvc.training.datamodule import default_data_root
 
 ENCODER, DECODER = "/encoder/features.{}/", "/decoder/stages.{}/"
 VARIANTS = {

@@ -33,7 +33,7 @@ RUNS = {"train": ["--data.init_args.train_splits", "[train]"], "trainval": ["--d
 def command(name: str, root: Path, epochs: int, workers: int, args: argparse.Namespace, extra: list[str]) -> list[str]:
     init = ["--model.init_model", args.init[list(RUNS).index(name)]] if args.init else []
     return [
-        sys.executable, "-m", "training.cli", "fit", "--config", args.config,
+        sys.executable, "-m", "segsvc.training.cli", "fit", "--config", args.config,
         "--data.init_args.root", args.data, "--model.encoder_weights", args.weights or "null",
         "--data.init_args.num_workers", str(workers), "--trainer.max_epochs", str(epochs),
         "--trainer.default_root_dir", str(root / name),

@@ -28,7 +28,7 @@ import anyio
 from PIL import Image
 
 from segsvc.runtime.predict import TILE_ABOVE_PIXELS, return_memory_to_os
-from service import settings
+from . import settings
 
 DEADLINE_MARGIN_S = 2.0  # give up this long before BentoML's traffic timeout answers 504
 SECONDS_PER_PIXEL = 0.7e-6  # the first Retry-After estimate, until this worker has timed its own work

@@ -33,9 +33,9 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from segsvc.io.images import ImageError
-from service import settings
-from service.admission import CURRENT, QUEUE, Ticket, header_pixels
-from service.openapi import SPEC_PATH, complete_spec
+from . import settings
+from .admission import CURRENT, QUEUE, Ticket, header_pixels
+from .openapi import SPEC_PATH, complete_spec
 
 # An image endpoint's answer: (route, image bytes, form or query fields) -> (body, content type); raises a
 # BentoMLException carrying the HTTP status for what it refuses.

@@ -38,10 +38,10 @@ from segsvc.io.modelfolder import read_config
 from segsvc.io.visualize import overlay, palettized
 from segsvc.runtime.cpu import cpu_description
 from segsvc.runtime.predict import TILE_ABOVE_PIXELS
-from service.admission import CURRENT, QUEUE, Dropped, Ticket
-from service.http import MAX_BYTES, MAX_PIXELS, Busy, PayloadTooLarge, RequestGate, describe, form_values, http_error
-from service import settings
-from service.store import ensure_default_model
+from .admission import CURRENT, QUEUE, Dropped, Ticket
+from .http import MAX_BYTES, MAX_PIXELS, Busy, PayloadTooLarge, RequestGate, describe, form_values, http_error
+from . import settings
+from .store import ensure_default_model
 
 
 def ask_for_huge_pages() -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 import bentoml
 
 from segsvc.io.modelfolder import ACCURACY_FILE, CONFIG_FILE, DEFAULT_MODEL_DIR, GRAPH_FILES, WEIGHTS_FILE, read_config
-from service import settings
-from service.settings import DEFAULT_MODEL_TAG
+from . import settings
+from .settings import DEFAULT_MODEL_TAG
 
 MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE, *GRAPH_FILES, ACCURACY_FILE)  # the graphs and accuracy record are optional
 

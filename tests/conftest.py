@@ -66,14 +66,14 @@ def camvid_mosaic(camvid_mini: Path, size: int = 2048, height: int | None = None
 
 
 def run_segsvc(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`segsvc ARGS` in a child process, as a user runs it (`python -m training.cli`: the console script's main)."""
+    """`segsvc ARGS` in a child process, as a user runs it (`python -m segsvc.training.cli`: the console script's main)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "training.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "segsvc.training.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def segsvc_in_process(capsys, *args: str) -> tuple[int, str, str]:
     """`segsvc ARGS` in this process (the same main() the console script calls): (exit code, stdout, stderr)."""
-    from training.cli import main
+    from segsvc.training.cli import main
 
     try:
         main(list(args))

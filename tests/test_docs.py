@@ -50,14 +50,14 @@ def test_each_mask_format_yaml_on_the_own_data_page_loads_its_data(tmp_path, cam
     its classes: the page's examples are configs that work, not sketches."""
     yaml = pytest.importorskip("yaml")
     from scripts.camvid_formats import convert, write_exports
-    from training.datamodule import SegmentationDataModule
+    from segsvc.training.datamodule import SegmentationDataModule
 
     converted = write_exports(camvid_mini, convert(camvid_mini, tmp_path / "camvid_formats"))
     blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "own-data.md").read_text(), re.S)
     formats = set()
     for block in blocks:
         data = yaml.safe_load(block)["data"]
-        assert data["class_path"] == "training.datamodule.SegmentationDataModule"
+        assert data["class_path"] == "segsvc.training.datamodule.SegmentationDataModule"
         args = dict(data["init_args"])
         root = Path(args.pop("root"))
         assert root.parent == Path("data/camvid_formats"), root

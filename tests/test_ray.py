@@ -31,7 +31,7 @@ def test_ray_example_writes_the_masks_segsvc_predict_writes(tmp_path, camvid_min
     result = run("docs/examples/ray_predict.py", "--model", "default", "--input", str(photos), "--output", str(tmp_path / "ray"), "--actors", "2", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "wrote 4 masks" in result.stdout, result.stdout
-    result = run("-m", "training.cli", "predict", "--model", "default", "--input", str(photos), "--output", str(tmp_path / "cli"))
+    result = run("-m", "segsvc.training.cli", "predict", "--model", "default", "--input", str(photos), "--output", str(tmp_path / "cli"))
     assert result.returncode == 0, result.stderr[-3000:]
     cli_masks = sorted((tmp_path / "cli" / "masks").rglob("*.png"))
     assert len(cli_masks) == 4

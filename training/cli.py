@@ -25,9 +25,9 @@ def build_cli(args: list[str] | None, run: bool = True, data_only: bool = False)
     weights, no trainer: what `segsvc data check` needs)."""
     from pytorch_lightning.cli import LightningCLI
 
-    from training.datamodule import SegmentationDataModule
-    from training.defaults import DEFAULT_CALLBACKS, TRAINER_DEFAULTS, drop_switched_off
-    from training.module import SegmentationModule
+    from segsvc.training.datamodule import SegmentationDataModule
+    from segsvc.training.defaults import DEFAULT_CALLBACKS, TRAINER_DEFAULTS, drop_switched_off
+    from segsvc.training.module import SegmentationModule
 
     class SegsvcCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
@@ -58,7 +58,7 @@ def build_cli(args: list[str] | None, run: bool = True, data_only: bool = False)
             self.model = self.trainer = None
 
         def before_fit(self) -> None:
-            from training.recipe import apply_recipe
+            from segsvc.training.recipe import apply_recipe
 
             apply_recipe(self.trainer, self.model, self.datamodule, self.auto_schedule, self.auto_validation)
 
@@ -116,7 +116,7 @@ def data_check(args: argparse.Namespace) -> None:
 
     The YAML is parsed as `fit` parses it, but only the data module is built: no model, so no weights and no network."""
     from segsvc.data.recipe import format_recipe
-    from training.recipe import choose_recipe
+    from segsvc.training.recipe import choose_recipe
 
     try:
         with warnings.catch_warnings():  # LightningCLI frowns at args= beside a non-empty sys.argv: intended here
@@ -175,7 +175,7 @@ def export(args: argparse.Namespace) -> None:
     import torch
 
     from segsvc.models.serialization import save_model
-    from training.module import SegmentationModule
+    from segsvc.training.module import SegmentationModule
 
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
@@ -207,7 +207,7 @@ def evaluate(args: argparse.Namespace) -> None:
     from segsvc.io.modelfolder import DEFAULT_MODEL_DIR, read_config
     from segsvc.io.visualize import confusion_picture
     from segsvc.runtime import load_runtime
-    from training.datamodule import default_data_root
+    from segsvc.training.datamodule import default_data_root
 
     if args.config and args.root:
         raise ValueError("give --config (any data module) or --root (a CamVid folder), not both")
@@ -259,7 +259,7 @@ def instantiate_data(data: dict, where: str):
     """A data module from a config's `data` (class_path + init_args), as fit would build it."""
     from jsonargparse import ArgumentParser
 
-    from training.datamodule import SegmentationDataModule
+    from segsvc.training.datamodule import SegmentationDataModule
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(SegmentationDataModule, "data")
@@ -341,7 +341,7 @@ def run_command(argv: list[str] | None) -> None:
     explicit = argv is not None
     argv = list(argv if explicit else sys.argv[1:])
     if argv and argv[0] == "predict":
-        from training.predict_writer import run_predict
+        from segsvc.training.predict_writer import run_predict
 
         run_predict(argv[1:])
         return

@@ -27,10 +27,10 @@ DEFAULT_CALLBACKS = [
     BEST_CHECKPOINT,
     LATEST_CHECKPOINT,
     {"class_path": "pytorch_lightning.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
-    {"class_path": "training.callbacks.ValidationOverlays", "init_args": {"num_images": 3}},
-    {"class_path": "training.callbacks.EpochTimer"},
+    {"class_path": "segsvc.training.callbacks.ValidationOverlays", "init_args": {"num_images": 3}},
+    {"class_path": "segsvc.training.callbacks.EpochTimer"},
 ]
-TRAINER_DEFAULTS = {"plugins": [{"class_path": "training.checkpoint_io.AtomicCheckpointIO"}]}
+TRAINER_DEFAULTS = {"plugins": [{"class_path": "segsvc.training.checkpoint_io.AtomicCheckpointIO"}]}
 
 
 def drop_switched_off(trainer) -> None:

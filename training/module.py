@@ -14,7 +14,7 @@ from segsvc.data.batching import same_size_groups
 from segsvc.data.datasets import enet_class_weights
 from segsvc.data.recipe import choose_class_weighting
 from segsvc.evaluation.metrics import confusion_matrix, iou_per_class, pixel_accuracy
-from training.losses import AuxiliaryHead, ohem_cross_entropy
+from segsvc.training.losses import AuxiliaryHead, ohem_cross_entropy
 
 
 class SegmentationModule(pl.LightningModule):
@@ -33,7 +33,7 @@ class SegmentationModule(pl.LightningModule):
         warmup_fraction: Share of the optimizer steps spent warming up.
         loss: "ce" (cross-entropy), "ce+dice" (+ segmentation_models_pytorch's multiclass Dice), or "ohem"
             (cross-entropy over the hard pixels only: true-class probability under `ohem_threshold`, and at
-            least the hardest `ohem_min_kept` share of them; `training.losses`).
+            least the hardest `ohem_min_kept` share of them; `segsvc.training.losses`).
         ohem_threshold: OHEM: a pixel is hard when its true class's probability is below this.
         ohem_min_kept: OHEM: the hardest share of the valid pixels always kept.
         aux_weight: Weight of an auxiliary loss from a head on the encoder's H/16 stage (0: none). Training

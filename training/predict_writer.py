@@ -201,7 +201,7 @@ def load_any_model(model: str) -> nn.Module:
     if path.is_dir():
         return segsvc.load_model(path)
     if path.is_file() and path.suffix == ".ckpt":
-        from training.module import SegmentationModule
+        from segsvc.training.module import SegmentationModule
 
         module = SegmentationModule.load_from_checkpoint(path, map_location="cpu", encoder_weights=None, init_model=None, compile=False)
         inference = module.model.eval().float()

@@ -18,7 +18,7 @@ class Reading:
     found: list[str] = field(default_factory=list)
     others: list[str] = field(default_factory=list)
     root_suffix: str = ""
-    class_path: str = "training.datamodule.SegmentationDataModule"
+    class_path: str = "segsvc.training.datamodule.SegmentationDataModule"
 
     def add_split(self, has_val: bool, why: str = "") -> None:
         """Use the val split when there is one, else split a fifth of train off."""

@@ -77,7 +77,7 @@ def camvid_layout(root: Path) -> Reading:
         raise DataError(f"{root} is in SegNet's CamVid layout (train/ + trainannot/), but its masks hold values {sorted(seen - set(range(12)))[:5]} "
                         "past CamVid's 11 classes and void (11): move it to root/<split>/{images,masks}")  # fmt: skip
     reading = Reading({}, [f"SegNet's CamVid layout ({', '.join(f'{s}/ + {s}annot/' for s in SPLITS if (root / s).is_dir())}): "
-                           "CamVid's 11 classes, 11 void (ignored)"], class_path="training.datamodule.CamVidDataModule")  # fmt: skip
+                           "CamVid's 11 classes, 11 void (ignored)"], class_path="segsvc.training.datamodule.CamVidDataModule")  # fmt: skip
     return reading
 
 

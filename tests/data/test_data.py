@@ -6,7 +6,7 @@ from PIL import Image
 
 from segsvc.data.datasets import DataError, SegmentationFolder, enet_class_weights
 from segsvc.data.transforms import EvalTransform, TrainTransform
-from training.datamodule import CamVidDataModule, SegmentationDataModule
+from segsvc.training.datamodule import CamVidDataModule, SegmentationDataModule
 
 
 def write_pair(root, split, stem, size=(40, 30), value=1, mask_size=None):

@@ -16,7 +16,7 @@ from PIL import Image
 from scripts.camvid_formats import index_masks, write_exports
 from segsvc.data.datasets import CAMVID_CLASSES, DataError
 from segsvc.data.voc import read_labelmap
-from training.datamodule import SegmentationDataModule
+from segsvc.training.datamodule import SegmentationDataModule
 
 VOID = 11
 LABELLED = ["background", *CAMVID_CLASSES]  # the polygon formats: CamVid's void is unlabelled, class 0

@@ -17,8 +17,8 @@ from scripts.camvid_formats import ROAD, convert, index_masks
 from segsvc.data.datasets import CAMVID_CLASSES, CAMVID_PALETTE, DataError
 from segsvc.data.masks import CocoImage, MaskError, MaskFormat, decode_mask, rasterize_coco
 from tests.conftest import SHARED, run_segsvc
-from training.cli import main
-from training.datamodule import CamVidDataModule, SegmentationDataModule
+from segsvc.training.cli import main
+from segsvc.training.datamodule import CamVidDataModule, SegmentationDataModule
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")  # main(argv) inside pytest
 
@@ -158,7 +158,7 @@ def write_config(
         },
         "model": {"encoder_weights": str(SHARED / "weights" / "mobilenet_v2_imagenet.safetensors"), "lr": 0.003},
         "data": {
-            "class_path": "training.datamodule.SegmentationDataModule",
+            "class_path": "segsvc.training.datamodule.SegmentationDataModule",
             "init_args": {"root": str(data_root), **data_args, "crop_size": [crop, crop], "scale_range": list(scale),
                           "batch_size": 4, "eval_batch_size": 4, "num_workers": 0},
         },

@@ -23,8 +23,8 @@ from segsvc.data.batching import PadCollate, same_size_groups
 from segsvc.data.datasets import CAMVID_CLASSES, DataError
 from segsvc.data.recipe import choose_checkpoint_interval, choose_class_weighting, choose_crop_size, choose_schedule
 from tests.conftest import ROOT, WEIGHTS, run_segsvc, segsvc_in_process
-from training.cli import build_cli
-from training.datamodule import SegmentationDataModule
+from segsvc.training.cli import build_cli
+from segsvc.training.datamodule import SegmentationDataModule
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")  # main(argv) inside pytest
 
@@ -160,7 +160,7 @@ def test_a_failure_in_a_dataloader_worker_is_one_line_naming_the_file(forms, tmp
 WORKER_FAILURE = """
 import json
 from segsvc.data.datasets import DataError
-from training.datamodule import SegmentationDataModule
+from segsvc.training.datamodule import SegmentationDataModule
 
 
 def first_error(data):
@@ -264,7 +264,7 @@ def test_each_default_can_be_switched_off_or_replaced(tmp_path, imagenet_weights
     names = {type(c).__name__ for c in off.trainer.callbacks}
     assert "ModelCheckpoint" not in names and "LearningRateMonitor" not in names and "ValidationOverlays" in names
     assert off.trainer.logger is None and type(off.trainer.strategy.checkpoint_io).__name__ != "AtomicCheckpointIO"
-    mine = [{"class_path": "training.callbacks.ValidationOverlays", "init_args": {"num_images": 5}}]
+    mine = [{"class_path": "segsvc.training.callbacks.ValidationOverlays", "init_args": {"num_images": 5}}]
     replaced = build_cli(["--config", str(config), "--trainer.callbacks", json.dumps(mine)], run=False)
     overlays = [c for c in replaced.trainer.callbacks if type(c).__name__ == "ValidationOverlays"]
     assert len(overlays) == 1 and overlays[0].num_images == 5
@@ -278,7 +278,7 @@ def test_each_default_can_be_switched_off_or_replaced(tmp_path, imagenet_weights
 def validate(checkpoint: Path, root: Path, eval_batch_size: int) -> dict[str, float]:
     import pytorch_lightning as pl
 
-    from training.module import SegmentationModule
+    from segsvc.training.module import SegmentationModule
 
     module = SegmentationModule.load_from_checkpoint(checkpoint, map_location="cpu", encoder_weights=None)
     data = SegmentationDataModule(str(root), **INSTANCES, eval_batch_size=eval_batch_size, num_workers=0)
@@ -304,7 +304,7 @@ def test_mixed_sizes_validate_with_the_metrics_of_batch_size_one(mixed_camvid, c
     import pytorch_lightning as pl
 
     from segsvc.evaluation.evaluate import evaluate_folder
-    from training.module import SegmentationModule
+    from segsvc.training.module import SegmentationModule
 
     module = SegmentationModule(num_classes=11, class_names=CAMVID_CLASSES, ignore_index=11, init_model="default")
     results = []
@@ -386,7 +386,7 @@ def test_a_bad_option_is_one_line_from_fit_not_a_traceback(forms, tmp_path, caps
 
 
 def test_overlay_rows_of_large_tiles_are_shrunk_to_the_panel_width():
-    from training.callbacks import shrink
+    from segsvc.training.callbacks import shrink
 
     row = np.zeros((1480, 3 * 2149, 3), np.uint8)  # image | truth | prediction of the largest aerial tile
     assert shrink(row, 3 * 640).shape == (441, 1920, 3)

@@ -98,7 +98,7 @@ def test_segnet_camvid_layout_gets_the_camvid_data_module(camvid_mini, tmp_path,
     written = tmp_path / "camvid.yaml"
     code, out, err = segsvc_in_process(capsys, "data", "init", str(camvid_mini), "-o", str(written))
     assert code == 0 and "found: SegNet's CamVid layout (train/ + trainannot/, val/ + valannot/, test/ + testannot/)" in out, err
-    assert yaml.safe_load(written.read_text())["data"] == {"class_path": "training.datamodule.CamVidDataModule", "init_args": {"root": str(camvid_mini)}}
+    assert yaml.safe_load(written.read_text())["data"] == {"class_path": "segsvc.training.datamodule.CamVidDataModule", "init_args": {"root": str(camvid_mini)}}
     code, out, err = segsvc_in_process(capsys, "data", "check", "--config", str(written), "--trainer.default_root_dir", str(tmp_path / "run"))
     assert code == 0 and "10 bicyclist" in out, err[-2000:]
 
@@ -123,7 +123,7 @@ def test_voc_with_instance_masks_beside_reads_the_class_masks_and_names_the_othe
 
 
 def test_yolo_without_class_names_gets_data_yaml_names_in_the_model_too(folders, tmp_path):
-    from training.cli import build_cli
+    from segsvc.training.cli import build_cli
 
     config = tmp_path / "yolo.yaml"
     config.write_text(yaml.safe_dump({

@@ -1,12 +1,12 @@
-"""OHEM cross-entropy and the auxiliary head (`training.losses`), called directly."""
+"""OHEM cross-entropy and the auxiliary head (`segsvc.training.losses`), called directly."""
 
 from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
 
-from training.losses import ohem_cross_entropy
-from training.module import SegmentationModule
+from segsvc.training.losses import ohem_cross_entropy
+from segsvc.training.module import SegmentationModule
 
 
 def test_ohem_with_threshold_one_is_plain_cross_entropy():

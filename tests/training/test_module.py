@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from training.module import SegmentationModule
+from segsvc.training.module import SegmentationModule
 
 
 def test_ce_plus_dice_ignores_void_and_backpropagates():

@@ -15,7 +15,7 @@ import torch
 
 from tests.conftest import ROOT, SHARED, run_segsvc
 
-SEGSVC = [sys.executable, "-m", "training.cli"]
+SEGSVC = [sys.executable, "-m", "segsvc.training.cli"]
 
 
 def smoke_config(tmp_path: Path, **replace: str) -> Path:
@@ -131,7 +131,7 @@ def test_every_config_instantiates(config, imagenet_weights, tmp_path):
     code = (
         f"import sys; sys.argv = ['segsvc', '--config', {str(config)!r}, '--trainer.default_root_dir', {str(tmp_path)!r},"
         f"'--model.encoder_weights', {str(imagenet_weights)!r}];"  # no downloads in tests (the CLI's default is imagenet)
-        "from training.cli import build_cli; cli = build_cli(None, run=False); data = cli.datamodule;"
+        "from segsvc.training.cli import build_cli; cli = build_cli(None, run=False); data = cli.datamodule;"
         "assert cli.model.hparams.num_classes == data.num_classes == len(data.class_names) > 1;"
         "assert cli.model.model.class_names == data.class_names; print(type(data).__name__);"
         f"assert not {moved} or {{c.dirpath for c in cli.trainer.checkpoint_callbacks}} == {{{str(tmp_path / 'checkpoints')!r}}}"
@@ -149,7 +149,7 @@ def test_print_config_and_overrides():
 
 def test_missing_dataset_is_one_clear_line(tmp_path):
     result = run_segsvc("fit", "--config", "configs/smoke.yaml", "--data.init_args.root", str(tmp_path / "nope"),
-                     "--data.class_path", "training.datamodule.SegmentationDataModule",
+                     "--data.class_path", "segsvc.training.datamodule.SegmentationDataModule",
                      "--data.init_args.class_names", "[a,b]", "--trainer.enable_progress_bar", "false")  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"segsvc: error: dataset folder not found: {tmp_path / 'nope'}"
@@ -190,7 +190,7 @@ def test_every_command_ends_its_process_group(tmp_path):
     """A DDP group Lightning leaves alive is destroyed before exit, even on an error: else Gloo's threads can abort the exit."""
     import torch.distributed as dist
 
-    from training.cli import main
+    from segsvc.training.cli import main
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
