@@ -165,8 +165,10 @@ class OpenVinoEngine:
             self.compiler.submit(lambda: None).result()
 
     def describe(self) -> dict:
+        with self.lock:  # GET /model reads this while the compiling thread may add a shape
+            compiled = [list(shape) for shape in self.requests]
         return {
-            "compiled_shapes": [list(shape) for shape in self.requests],
+            "compiled_shapes": compiled,
             "new_shapes": (
                 f"run by ONNX Runtime ({Path(getattr(self.shape_free, 'path', '')).name}) until seen {self.hot_after} "
                 "times, then compiled in the background"
