@@ -30,6 +30,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench import free_port, start_server, stop_server, wait_ready  # noqa: E402
 
+from segsvc.models.inputs import MULTIPLE  # noqa: E402
+from segsvc.models.sizes import padded_size  # noqa: E402
 from segsvc.runtime.cpu import cpu_description  # noqa: E402
 
 ONE_SIZE = (640, 480)  # width, height
@@ -74,7 +76,7 @@ def post_all(port: int, bodies: list[bytes]) -> float:
 
 
 def padded_shape(image: Image.Image) -> tuple[int, int]:
-    return (-(-image.height // 32) * 32, -(-image.width // 32) * 32)
+    return padded_size(image.height, MULTIPLE), padded_size(image.width, MULTIPLE)
 
 
 def main() -> None:

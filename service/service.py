@@ -38,9 +38,9 @@ from segsvc.io.modelfolder import read_config
 from segsvc.io.visualize import overlay, palettized
 from segsvc.runtime.cpu import cpu_description
 from segsvc.runtime.predict import TILE_ABOVE_PIXELS
+from . import settings
 from .admission import CURRENT, QUEUE, Dropped, Ticket
 from .http import MAX_BYTES, MAX_PIXELS, Busy, PayloadTooLarge, RequestGate, describe, form_values, http_error
-from . import settings
 from .store import ensure_default_model
 
 
