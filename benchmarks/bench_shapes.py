@@ -7,8 +7,10 @@
 The stream: CamVid test frames cropped and scaled to many sizes (200x150 up to 1280x960, landscape and
 portrait; about 40 distinct shapes after padding to the 32-pixel grid) and the photos in ../shared/images,
 as JPEGs, posted one after another to a real `bentoml serve` (2 workers). The same images resized to one
-size (640x480) are the reference. Each stream is posted twice, alternately (mixed, one size, mixed, one
-size): the second pass shows what repeats cost. The figure is time per megapixel, mixed over one size.
+size (640x480) are the reference. Each stream is posted `--passes` times, alternately (mixed, one size,
+mixed, ...): later passes show what repeats cost. The figure is time per megapixel, mixed over one size.
+The server starts with an empty OpenVINO model cache (a new machine's first day); `--keep-cache` reuses
+~/.cache/segsvc/openvino, as a restarted service does.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import http.client
 import io
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -85,7 +88,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=60)
     parser.add_argument("--photos", type=Path, default=None, help="a folder of your own photos to add")
     parser.add_argument("--repo", type=Path, default=ROOT, help="the checkout to serve (e.g. an older release)")
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--keep-cache", action="store_true", help="reuse the OpenVINO model cache (default: an empty one)")
     args = parser.parse_args()
+    if not args.keep_cache:
+        os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="bench-shapes-cache-")
     shared = Path(os.environ.get("SEGSVC_SHARED", ROOT.parent / "shared"))
     print(cpu_description())
     images = mixed_images(shared, args.images, args.photos)
@@ -102,7 +109,7 @@ def main() -> None:
         post_all(port, [one_size[0], mixed[0]])  # connections and first-request allocations
         print("| pass | mixed s | mixed ms/MP | one size s | one size ms/MP | mixed / one size, per MP |")
         print("|---|---|---|---|---|---|")
-        for index in (1, 2):
+        for index in range(1, args.passes + 1):
             mixed_s = post_all(port, mixed)
             one_s = post_all(port, one_size)
             ratio = (mixed_s / mixed_mp) / (one_s / one_mp)
