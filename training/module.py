@@ -89,8 +89,8 @@ class SegmentationModule(pl.LightningModule):
         self.forward_model = torch.compile(self.model) if compile else self.model
         if not 0 <= frozen_stages <= len(self.model.encoder.taps):
             raise ValueError(f"frozen_stages must be 0 to {len(self.model.encoder.taps)} (the encoder's stages), got {frozen_stages}")
-        for layer in self.frozen_layers():
-            layer.requires_grad_(False)
+        for layer in self.frozen_layers():  # eval: Lightning keeps each module's mode, it never calls train()
+            layer.requires_grad_(False).eval()
         self.register_buffer("class_weights", torch.ones(num_classes), persistent=True)
         # the H/16 stage (96 channels): deep enough to carry classes, fine enough to place them
         self.aux_head = AuxiliaryHead(self.model.encoder.out_channels[-2], num_classes) if aux_weight > 0 else None
