@@ -58,7 +58,22 @@ def shrink(picture: np.ndarray, max_width: int) -> np.ndarray:
 
 
 class EpochTimer(pl.Callback):
-    """Logs each epoch's training time and images/s (`time/epoch_s`, `time/images_per_s`), validation excluded."""
+    """Logs each epoch's training time and images/s (`time/epoch_s`, `time/images_per_s`), validation excluded;
+    at the end of fit, prints how long it took and the best checkpoint."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.fit_start, self.first_epoch = time.perf_counter(), trainer.current_epoch
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        minutes, seconds = divmod(round(time.perf_counter() - self.fit_start), 60)
+        epochs = trainer.current_epoch - self.first_epoch
+        stopped = f", stopped before max_epochs {trainer.max_epochs}" if trainer.max_epochs and trainer.current_epoch < trainer.max_epochs else ""
+        print(f"segsvc: trained {epochs} epoch(s) (to epoch {trainer.current_epoch}) in {minutes} min {seconds:02d} s, validation included{stopped}")
+        for callback in trainer.checkpoint_callbacks:
+            if callback.monitor and callback.best_model_path:
+                print(f"segsvc: best checkpoint {callback.best_model_path} ({callback.monitor} {float(callback.best_model_score):.4f})")
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start = self.end = time.perf_counter()

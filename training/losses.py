@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+AUX_WEIGHT = 0.4  # the auxiliary loss's weight by default, as PIDNet's, DDRNet's and STDC's recipes
+
 
 def ohem_cross_entropy(
     logits: torch.Tensor,

@@ -254,7 +254,11 @@ def test_minimal_yaml_gets_checkpoints_overlays_tensorboard_and_a_recipe(minimal
     crop = re.search(r"data.crop_size: \[(\d+), (\d+)\]", recipe)
     assert crop and int(crop[1]) % 32 == 0 and crop[1] == crop[2], recipe
     assert "trainer.max_epochs" not in recipe  # the YAML set it: explicit values win
-    assert "recipe (chosen from the data" in (minimal_run / "stdout.txt").read_text()
+    stdout = (minimal_run / "stdout.txt").read_text()
+    assert "recipe (chosen from the data" in stdout
+    assert re.search(r"segsvc: trained 2 epoch\(s\) \(to epoch 2\) in \d+ min \d\d s", stdout), stdout[-2000:]
+    assert re.search(r"segsvc: best checkpoint \S+best-epoch00\d.ckpt \(val/miou \d\.\d{4}\)", stdout), stdout[-2000:]
+    assert (saved["hyper_parameters"]["loss"], saved["hyper_parameters"]["aux_weight"]) == ("ohem", 0.4)  # own data gets the recipe
 
 
 def test_each_default_can_be_switched_off_or_replaced(tmp_path, imagenet_weights, forms):

@@ -96,3 +96,13 @@ def test_the_schedule_reaches_zero_at_max_time_when_that_comes_before_max_epochs
     assert schedule(900) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.9)))  # the steps lead now
     timer.load_state_dict({"time_elapsed": {"train": 100.0}})
     assert schedule(10) == pytest.approx(0.0)
+
+
+def test_the_default_recipe_is_ohem_with_the_auxiliary_head_and_the_peer_gets_no_head():
+    ours = SegmentationModule(num_classes=3)
+    assert (ours.hparams.loss, ours.hparams.aux_weight) == ("ohem", 0.4) and ours.aux_head is not None
+    peer = SegmentationModule(num_classes=3, architecture="smp_linknet")
+    assert peer.hparams.aux_weight == 0.0 and peer.aux_head is None
+    for setting in ({"aux_weight": 0.4}, {"frozen_stages": 1}):
+        with pytest.raises(ValueError, match="need architecture 'segsvc'"):
+            SegmentationModule(num_classes=3, architecture="smp_linknet", **setting)
