@@ -33,21 +33,23 @@ def ohem_cross_entropy(
         threshold: A pixel is hard when its true class's probability is below this.
         min_kept: The hardest share of the valid pixels always kept, whatever their probability.
     """
-    losses = F.cross_entropy(logits, masks, weight=weight, ignore_index=ignore_index, reduction="none")
     valid = masks != ignore_index
+    target = torch.where(valid, masks, torch.zeros_like(masks))
+    # -log p(true class) of every pixel: one log-softmax gives the loss and (exp of its negative) the probability
+    nll = F.cross_entropy(logits, target, reduction="none")
     if not bool(valid.any()):
-        return losses.sum() * 0.0  # nothing to learn from: a zero that still has a graph
+        return nll.sum() * 0.0  # nothing to learn from: a zero that still has a graph
     with torch.no_grad():
-        target = torch.where(valid, masks, torch.zeros_like(masks))
-        probability = logits.softmax(1).gather(1, target.unsqueeze(1)).squeeze(1)
+        probability = torch.exp(-nll.detach())
         valid_probability = probability[valid]
         kept = min(max(int(min_kept * valid_probability.numel()), 1), valid_probability.numel())
         # the kept-th smallest probability: pixels up to it are the `min_kept` hardest
         cutoff = max(float(valid_probability.kthvalue(kept).values), threshold)
         hard = valid & (probability <= cutoff)
     if weight is None:
-        return losses[hard].mean()
-    return losses[hard].sum() / weight[masks[hard]].sum()  # as cross_entropy's weighted mean normalises
+        return nll[hard].mean()
+    pixel_weight = weight[target[hard]]
+    return (nll[hard] * pixel_weight).sum() / pixel_weight.sum()  # as cross_entropy's weighted mean normalises
 
 
 class AuxiliaryHead(nn.Module):

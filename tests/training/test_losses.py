@@ -55,3 +55,16 @@ def test_auxiliary_head_trains_the_encoder_and_stays_out_of_the_model():
     assert not any("aux" in key for key in module.model.state_dict())
     plain = SegmentationModule(num_classes=3)
     assert module.model.state_dict().keys() == plain.model.state_dict().keys()
+
+
+def test_weighted_ohem_is_cross_entropy_over_the_pixels_softmax_calls_hard():
+    torch.manual_seed(1)
+    logits = torch.randn(2, 5, 16, 16) * 3
+    masks = torch.randint(0, 5, (2, 16, 16))
+    masks[1, :4] = 9
+    weight = torch.tensor([1.0, 2.0, 0.5, 3.0, 1.5])
+    probability = logits.softmax(1).gather(1, masks.clamp(max=4).unsqueeze(1)).squeeze(1)
+    hard = (masks != 9) & (probability <= 0.7)  # min_kept 0.01 keeps fewer pixels than the threshold does
+    assert 0 < int(hard.sum()) < int((masks != 9).sum())
+    expected = F.cross_entropy(logits, torch.where(hard, masks, 9), weight=weight, ignore_index=9)
+    assert torch.allclose(ohem_cross_entropy(logits, masks, weight, 9, threshold=0.7, min_kept=0.01), expected)
