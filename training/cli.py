@@ -96,15 +96,17 @@ def print_help_with_data_options(words: list[str]) -> None:
 
 
 def exit_on_data_error(error: BaseException) -> None:
-    """Exit 2 with one line when a DataError or a missing file caused `error`; else return (a bug: its traceback).
+    """Exit 2 with one line when a DataError, a ModelOptionError or a missing file caused `error`; else return
+    (a bug: its traceback).
 
     jsonargparse wraps what a data module's __init__ raises (a bad `mask_values`, a `root` glob matching nothing)
     in its own multi-line ValueError, so the cause chain is searched.
     """
     from segsvc.data.datasets import DataError
+    from segsvc.training.module import ModelOptionError
 
     cause: BaseException | None = error
-    while cause is not None and not isinstance(cause, (DataError, FileNotFoundError)):
+    while cause is not None and not isinstance(cause, (DataError, ModelOptionError, FileNotFoundError)):
         cause = cause.__cause__
     if cause is not None:
         print(f"segsvc: error: {cause}", file=sys.stderr)

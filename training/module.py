@@ -19,6 +19,10 @@ from segsvc.evaluation.metrics import confusion_matrix, iou_per_class, pixel_acc
 from segsvc.training.losses import AUX_WEIGHT, AuxiliaryHead, ohem_cross_entropy
 
 
+class ModelOptionError(ValueError):
+    """A model option that cannot work, naming it and what it accepts: `segsvc fit` prints it in one line."""
+
+
 class SegmentationModule(pl.LightningModule):
     """The segmentation network with its loss, optimizer, schedule and metrics (mIoU from a confusion matrix).
 
@@ -34,9 +38,9 @@ class SegmentationModule(pl.LightningModule):
         encoder_lr_scale: The encoder's learning rate as a multiple of `lr` (below 1 keeps ImageNet features).
         weight_decay: AdamW weight decay.
         warmup_fraction: Share of the run spent warming up.
-        loss: "ohem" (the default), "ce" (cross-entropy), "ce+dice" (+ segmentation_models_pytorch's multiclass Dice), or "ohem"
-            (cross-entropy over the hard pixels only: true-class probability under `ohem_threshold`, and at
-            least the hardest `ohem_min_kept` share of them; `segsvc.training.losses`).
+        loss: "ohem" (the default: cross-entropy over the hard pixels only, true-class probability under
+            `ohem_threshold` and at least the hardest `ohem_min_kept` share of them; `segsvc.training.losses`),
+            "ce" (cross-entropy) or "ce+dice" (+ segmentation_models_pytorch's multiclass Dice).
         ohem_threshold: OHEM: a pixel is hard when its true class's probability is below this.
         ohem_min_kept: OHEM: the hardest share of the valid pixels always kept.
         aux_weight: Weight of an auxiliary loss from a head on the encoder's H/16 stage (0: none; None: 0.4 for
@@ -91,11 +95,13 @@ class SegmentationModule(pl.LightningModule):
         self.forward_model = torch.compile(self.model) if compile else self.model
         if aux_weight is None:
             aux_weight = self.hparams.aux_weight = AUX_WEIGHT if architecture == "segsvc" else 0.0
+        if aux_weight < 0:
+            raise ModelOptionError(f"aux_weight must be 0 (no auxiliary head) or more, got {aux_weight}")
         if architecture != "segsvc" and (aux_weight > 0 or frozen_stages > 0):
-            raise ValueError(f"aux_weight and frozen_stages need architecture 'segsvc' (our encoder's stages), not {architecture!r}: set them to 0")
+            raise ModelOptionError(f"aux_weight and frozen_stages need architecture 'segsvc' (our encoder's stages), not {architecture!r}: set them to 0")
         stages = len(getattr(self.model.encoder, "taps", []))
         if not 0 <= frozen_stages <= stages:
-            raise ValueError(f"frozen_stages must be 0 to {stages} (the encoder's stages), got {frozen_stages}")
+            raise ModelOptionError(f"frozen_stages must be 0 to {stages} (the encoder's stages), got {frozen_stages}")
         if frozen_stages:  # frozen layers are in eval mode on purpose: Lightning's warning about them is not news
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
         for layer in self.frozen_layers():  # eval: Lightning keeps each module's mode, it never calls train()
@@ -244,7 +250,7 @@ def load_init_state(init_model: str, architecture: str) -> dict[str, torch.Tenso
     from segsvc.models.serialization import DEFAULT_MODEL_DIR, load_model
 
     if architecture != "segsvc":
-        raise ValueError("init_model needs architecture 'segsvc'")
+        raise ModelOptionError(f"init_model needs architecture 'segsvc', not {architecture!r}")
     model = load_model(DEFAULT_MODEL_DIR if init_model == "default" else init_model, fuse=False)
     return {k: v.float() for k, v in model.state_dict().items()}
 

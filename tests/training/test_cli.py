@@ -156,6 +156,22 @@ def test_missing_dataset_is_one_clear_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--model.aux_weight", "-1"], "segsvc: error: aux_weight must be 0 (no auxiliary head) or more, got -1.0"),
+        (["--model.architecture", "smp_linknet", "--model.aux_weight", "0.4"],
+         "segsvc: error: aux_weight and frozen_stages need architecture 'segsvc' (our encoder's stages), not 'smp_linknet': set them to 0"),
+        (["--model.frozen_stages", "9"], "segsvc: error: frozen_stages must be 0 to 5 (the encoder's stages), got 9"),
+    ],
+)  # fmt: skip
+def test_a_model_option_that_cannot_work_is_one_clear_line(options, message, tmp_path):
+    result = run_segsvc("fit", "--config", "configs/smoke.yaml", "--trainer.default_root_dir", str(tmp_path), *options)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == message
+    assert "Traceback" not in result.stderr and not (tmp_path / "checkpoints").exists()
+
 def test_export_missing_checkpoint_is_one_clear_line(tmp_path):
     result = run_segsvc("export", str(tmp_path / "none.ckpt"), "-o", str(tmp_path / "out"))
     assert result.returncode == 2
