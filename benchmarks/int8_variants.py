@@ -2,6 +2,11 @@
 
     python benchmarks/int8_variants.py --model runs/gpu/train_model --split val      # the table in docs/measurements/int8.md
     python benchmarks/int8_variants.py --model M --variants all-int8 shipped --limit 5   # a quick look
+    python benchmarks/int8_variants.py --model segsvc/assets/camvid_default --split test --time   # + speed
+
+`--time` adds each variant's ONNX Runtime time at 1 thread (a service worker), 384x480, against OpenVINO's
+graph compiled for that size in the shipped int8 + bf16 form (QDQ, float layers in bf16), timed in the same
+rounds: how close ONNX Runtime, which runs every image size with no per-size work, comes to it.
 
 Choose on a split the model did not train on: the shipped model trains on train+val, so that table
 comes from its train-only twin on val. Every variant is calibrated on the same 32 train images (MinMax,
@@ -11,16 +16,21 @@ reduce_range, as `segsvc quantize`) and run by ONNX Runtime at 2 threads.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from segsvc.data.datasets import CAMVID_IGNORE_INDEX
+from segsvc.io.modelfolder import INT8_QDQ_FILE, graph_path
 from segsvc.evaluation.evaluate import evaluate_folder
 from segsvc.models.export import export_onnx
 from segsvc.models.serialization import load_model
+from segsvc.runtime.cpu import cpu_description
 from segsvc.runtime.onnxruntime_engine import OnnxRuntimeEngine as OnnxBackend
+from segsvc.runtime.openvino_engine import OpenVinoEngine
 from segsvc.runtime.quantize import FLOAT_NODES, calibration_images, quantize_onnx
 from segsvc.training.datamodule import default_data_root
 
@@ -38,6 +48,24 @@ VARIANTS = {
     "shipped": FLOAT_NODES,  # features.0-2 + decoder.1-3
 }
 
+TIMED_SHAPE, TIMED_ROUNDS = (1, 3, 384, 480), 15
+
+
+def against_openvino(path: Path, openvino: OpenVinoEngine) -> str:
+    """ONNX Runtime's median ms on `path` at 1 thread, and its ratio to `openvino`'s, timed in turns."""
+    batch = np.random.default_rng(0).random(TIMED_SHAPE, dtype=np.float32)
+    engines = {"ort": OnnxBackend(path, threads=1), "openvino": openvino}
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for engine in engines.values():
+        engine.run_batch(batch)
+    for _ in range(TIMED_ROUNDS):
+        for name, engine in engines.items():
+            start = time.perf_counter()
+            engine.run_batch(batch)
+            times[name].append(time.perf_counter() - start)
+    ort, ov = (statistics.median(times[name]) * 1e3 for name in engines)
+    return f" {ort:.1f} ms | {ort / ov:.2f}x |"
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,7 +74,12 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
+    parser.add_argument("--time", action="store_true", help="also time each variant against OpenVINO int8 + bf16")
     args = parser.parse_args()
+    openvino = None
+    if args.time:
+        print(cpu_description())
+        openvino = OpenVinoEngine(graph_path(args.model, INT8_QDQ_FILE), threads=1, precision="bf16")
     model, root = load_model(args.model), Path(args.root)
     ignore = model.ignore_index if model.ignore_index is not None else CAMVID_IGNORE_INDEX
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,13 +94,16 @@ def main() -> None:
         fp32 = OnnxBackend(fp32_path, threads=2)
         score = evaluate_folder(fp32, images, masks, model.num_classes, ignore)["miou"]
         print(f"fp32 mIoU {score:.4f} on {args.split}\n")
-        print("| float layers | mIoU | agreement with fp32: mean / worst image |\n|---|---|---|")
+        timed = " ONNX Runtime, 1 thread, 384x480 | vs OpenVINO int8 + bf16 compiled |" if openvino else ""
+        print("| float layers | mIoU | agreement with fp32: mean / worst image |" + timed)
+        print("|---|---|---|" + ("---|---|" if openvino else ""))
         files = calibration_images(root / "train", 32)
         for name in args.variants:
             path = quantize_onnx(fp32_path, Path(tmp) / "int8.onnx", files, float_nodes=VARIANTS[name])
             result = evaluate_folder(OnnxBackend(path, threads=2), images, masks, model.num_classes, ignore, reference=fp32)
             agreement = result["agreement"]
-            print(f"| {name} | {result['miou']:.4f} | {np.mean(agreement):.1%} / {min(agreement):.1%} |", flush=True)
+            speed = against_openvino(path, openvino) if openvino else ""
+            print(f"| {name} | {result['miou']:.4f} | {np.mean(agreement):.1%} / {min(agreement):.1%} |{speed}", flush=True)
 
 
 if __name__ == "__main__":
