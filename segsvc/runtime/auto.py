@@ -114,7 +114,7 @@ def weigh(folder: str | Path, threads: int | None = None, sample: np.ndarray | N
 
 
 def fastest(engines: dict[str, object], timings: dict[str, dict[str, float]]) -> tuple[str, str]:
-    """The form whose worse ratio to the fastest, on one size and on new sizes, is least; and why, in words.
+    """The form whose larger ratio to the fastest (on one size, on new sizes) is smallest; and why, in words.
     The only form when a single one was loaded (and not timed)."""
     if not timings:
         return next(iter(engines)), "the only eligible form"
@@ -126,7 +126,7 @@ def fastest(engines: dict[str, object], timings: dict[str, dict[str, float]]) ->
     why = (
         f"{best}: {timings['one_size'][best]} ms on one size ({one:.2f}x the fastest form), "
         f"{timings['new_sizes'][best]} ms per megapixel on {len(NEW_SIZES)} new sizes ({new:.2f}x the fastest): "
-        "the least worse ratio of the forms timed"
+        "of the forms timed, its larger ratio is the smallest"
     )
     return best, why
 

@@ -166,7 +166,7 @@ def test_an_unknown_backend_names_the_backends():
 
 
 def least_worse_ratio(timings: dict[str, dict[str, float]]) -> str:
-    """The form auto should keep: the least worse ratio to the fastest, on one size and on new sizes."""
+    """The form auto should keep: the one whose larger ratio to the fastest (on one size, on new sizes) is smallest."""
     fastest = {kind: min(times.values()) for kind, times in timings.items()}
     return min(timings["one_size"], key=lambda name: max(timings[kind][name] / fastest[kind] for kind in timings))
 
