@@ -117,7 +117,8 @@ def main() -> None:
         import requests
 
         info = requests.get(f"http://127.0.0.1:{port}/model", timeout=10).json()
-        print(f"served: {info.get('form')} ({info.get('chosen_by')}: {info.get('why', '')}); new shapes: {info.get('new_shapes', '')}")
+        why = f"{info.get('chosen_by')}: {info['why']}" if info.get("why") else info.get("chosen_by")
+        print(f"served: {info.get('form')} ({why}); new shapes: {info.get('new_shapes')}")
     finally:
         stop_server(server)
 

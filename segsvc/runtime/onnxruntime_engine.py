@@ -47,6 +47,9 @@ class OnnxRuntimeEngine:
         inputs = {"images": np.ascontiguousarray(batch, dtype=np.float32)}
         return self.session.run(["logits"], inputs, self.release if large else None)[0]
 
+    def describe(self) -> dict:
+        return {"new_shapes": "run at once, with no per-shape work"}
+
     def release_memory(self, idle: bool = False) -> None:
         """Hand the arena's memory back, as a run of a tiny image that shrinks it at its end (all of it,
         `idle` or not)."""

@@ -82,6 +82,7 @@ def test_model_info_and_bentoml_endpoints(server):
     assert info["classes"][0] == "sky" and len(info["palette"]) == 11 and info["model"].startswith("segsvc-camvid:")
     assert info["chosen_by"] == "auto" and info["form"] in info["timings_ms"]["new_sizes"]
     assert info["why"].startswith(info["form"]) and "new sizes" in info["why"]
+    assert info["new_shapes"]  # how this form runs a size it has not seen, whichever engine it is
     assert (info["engine"], info["precision"]) == (FORMS[info["form"]].engine, FORMS[info["form"]].precision)
     assert info["input"]["max_bytes"] == MAX_BYTES and info["demo"] == "/demo"
     page = requests.get(server.url + info["demo"], timeout=10)
