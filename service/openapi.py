@@ -29,8 +29,8 @@ def error_response(description: str, headers: dict | None = None) -> dict:
 
 
 def complete_spec(spec: dict) -> dict:
-    """`spec` with segsvc's title, version and description, the image routes' body required, `image` declared as an image, their error answers, and
-    GET /model."""
+    """`spec` with segsvc's title, version and description, the image routes' body required with no fields but
+    their own, `image` declared as an image, their error answers, and GET /model."""
     spec = copy.deepcopy(spec)
     # BentoML fills these from a built bento only; served from a checkout, its placeholder says nothing of segsvc
     spec["info"] = {"title": "segsvc", "version": segsvc.__version__, "description": API_PAGE.read_text()}
@@ -45,10 +45,11 @@ def complete_spec(spec: dict) -> dict:
         if "image" not in schema.get("properties", {}):
             continue
         operations["post"]["requestBody"]["required"] = True
+        schema["additionalProperties"] = False  # the gate answers a field the endpoint does not take with a 400
         form.setdefault("encoding", {})["image"] = {"contentType": "image/*"}
         operations["post"]["responses"].update(
             {
-                "400": error_response("not an image, or a parameter out of range"),
+                "400": error_response("not an image, a parameter out of range, or one the endpoint does not take"),
                 "413": error_response("over the byte or pixel limit"),
                 "503": error_response("this worker's queue is full, or the request waited past its deadline", RETRY_AFTER),
             }

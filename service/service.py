@@ -292,6 +292,11 @@ async def answer(route: str, image: bytes, fields: list[tuple[str, str]]) -> tup
     """An image endpoint of this worker's service called directly (the gate's `Answer`): its parameters
     validated by the endpoint's own input model, as BentoML would, the result encoded off the event loop."""
     api = IMAGE_APIS[route]
+    # A misspelt parameter (rel=true for rle=true) would otherwise be dropped and the default answered.
+    unknown = sorted({name for name, _ in fields} - set(api.input_spec.model_fields))
+    if unknown:
+        takes = ", ".join(name for name in api.input_spec.model_fields)
+        raise InvalidArgument(f"unknown field{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}: {route} takes {takes}")
     try:
         inputs = api.input_spec.model_validate({**form_values(fields), "image": Path("upload")})
     except ValidationError as error:

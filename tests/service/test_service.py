@@ -152,11 +152,22 @@ def test_bad_input_keeps_its_status_over_the_client(server, camvid_mini, tmp_pat
         ({"image": ("a.png", b"x"), "tolerance": (None, "1e308")}, "tolerance: Input should be less than or equal to 10000"),
         ({"image": ("a.png", b"x"), "confidence": (None, "0")}, "confidence: Input should be a valid boolean"),  # as typed
         ({"image": ("a.png", b"x"), "classes": (None, "")}, "unknown classes ['']"),
+        ({"image": ("a.png", b"x"), "rel": (None, "true")},  # misspelt: answered without RLE before
+         "unknown field 'rel': /segment_json takes image, classes, rle, polygons, tolerance, confidence"),
     ],
 )
 def test_bad_form_fields_get_400_not_500(server, fields, message):
     response = requests.post(server.url + "/segment_json", files=fields, timeout=60)
     assert response.status_code == 400 and message in response.json()["error"], response.text
+
+
+def test_an_unknown_parameter_is_named_not_ignored(server, camvid_mini):
+    """A raw image body takes its parameters from the query string: a misspelt one is a 400 naming it."""
+    body = next((camvid_mini / "test").iterdir()).read_bytes()
+    response = post(server, "/segment?outptu=confidence&x=1", body, "image/png")
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "unknown fields 'outptu', 'x': /segment takes image, output"
+    assert post(server, "/segment?output=confidence", body, "image/png").status_code == 200
 
 
 class FetchListener:
