@@ -96,17 +96,17 @@ def print_help_with_data_options(words: list[str]) -> None:
 
 
 def exit_on_data_error(error: BaseException) -> None:
-    """Exit 2 with one line when a DataError, a ModelOptionError or a missing file caused `error`; else return
-    (a bug: its traceback).
+    """Exit 2 with one line when a DataError, a ModelOptionError, a CheckpointError or a missing file caused
+    `error`; else return (a bug: its traceback).
 
     jsonargparse wraps what a data module's __init__ raises (a bad `mask_values`, a `root` glob matching nothing)
     in its own multi-line ValueError, so the cause chain is searched.
     """
     from segsvc.data.datasets import DataError
-    from segsvc.training.module import ModelOptionError
+    from segsvc.training.module import CheckpointError, ModelOptionError
 
     cause: BaseException | None = error
-    while cause is not None and not isinstance(cause, (DataError, ModelOptionError, FileNotFoundError)):
+    while cause is not None and not isinstance(cause, (DataError, ModelOptionError, CheckpointError, FileNotFoundError)):
         cause = cause.__cause__
     if cause is not None:
         print(f"segsvc: error: {cause}", file=sys.stderr)
@@ -177,12 +177,12 @@ def export(args: argparse.Namespace) -> None:
     import torch
 
     from segsvc.models.serialization import save_model
-    from segsvc.training.module import SegmentationModule
+    from segsvc.training.module import load_checkpoint
 
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    module = SegmentationModule.load_from_checkpoint(checkpoint, map_location="cpu", encoder_weights=None, init_model=None, compile=False)
+    module = load_checkpoint(checkpoint)
     if module.hparams.architecture != "segsvc":
         raise ValueError(f"{checkpoint} holds a {module.hparams.architecture} model; only segsvc models export")
     model = module.model.eval().float()

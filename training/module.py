@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 from typing import Literal
 
 import pytorch_lightning as pl
@@ -243,6 +244,22 @@ class SegmentationModule(pl.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class CheckpointError(ValueError):
+    """A file that is not a checkpoint of `segsvc fit`: `segsvc export` and `segsvc predict` print it in one line."""
+
+
+def load_checkpoint(path: str | Path) -> SegmentationModule:
+    """The module a `segsvc fit` checkpoint holds, on the CPU, for export or prediction: no weights fetched.
+
+    Raises:
+        CheckpointError: naming the file, when it is not one (truncated, another program's pickle, a text file).
+    """
+    try:
+        return SegmentationModule.load_from_checkpoint(path, map_location="cpu", encoder_weights=None, init_model=None, compile=False)
+    except Exception as error:  # torch.load and Lightning raise many kinds here, with advice that does not apply
+        raise CheckpointError(f"{path} is not a checkpoint of segsvc fit: it could not be read ({type(error).__name__})") from None
 
 
 def load_init_state(init_model: str, architecture: str) -> dict[str, torch.Tensor]:

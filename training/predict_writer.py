@@ -201,9 +201,9 @@ def load_any_model(model: str) -> nn.Module:
     if path.is_dir():
         return segsvc.load_model(path)
     if path.is_file() and path.suffix == ".ckpt":
-        from segsvc.training.module import SegmentationModule
+        from segsvc.training.module import load_checkpoint
 
-        module = SegmentationModule.load_from_checkpoint(path, map_location="cpu", encoder_weights=None, init_model=None, compile=False)
+        module = load_checkpoint(path)
         inference = module.model.eval().float()
         if module.hparams.architecture == "segsvc":
             fuse_batchnorm(inference)  # as `segsvc.load_model` does, so the masks equal an exported model's

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.conftest import ROOT, SHARED, run_segsvc
 
@@ -179,6 +180,34 @@ def test_export_missing_checkpoint_is_one_clear_line(tmp_path):
     result = run_segsvc("export", str(tmp_path / "none.ckpt"), "-o", str(tmp_path / "out"))
     assert result.returncode == 2
     assert result.stderr.strip() == f"segsvc export: error: checkpoint not found: {tmp_path / 'none.ckpt'}"
+
+
+def not_checkpoints(folder: Path) -> list[Path]:
+    """Files named .ckpt that `segsvc fit` did not write: text, a torch file of something else, a cut one."""
+    text, other, cut = folder / "text.ckpt", folder / "other.ckpt", folder / "cut.ckpt"
+    text.write_text("not a checkpoint\n")
+    torch.save({"weights": torch.zeros(3)}, other)
+    torch.save({"state_dict": {"w": torch.zeros(1000)}, "hyper_parameters": {}}, cut)
+    cut.write_bytes(cut.read_bytes()[:600])
+    return [text, other, cut]
+
+
+@pytest.mark.parametrize("command", ["export", "predict"])
+def test_a_file_that_is_not_a_checkpoint_is_one_clear_line(command, tmp_path):
+    """torch.load's errors (UnpicklingError with advice to load untrusted pickles, KeyError, a zip error) were
+    tracebacks of export and predict."""
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (64, 48)).save(images / "a.png")
+    for path in not_checkpoints(tmp_path):
+        if command == "export":
+            result = run_segsvc("export", str(path), "-o", str(tmp_path / "out"))
+        else:
+            result = run_segsvc("predict", "--model", str(path), "--input", str(images), "--output", str(tmp_path / "out"))
+        assert result.returncode == 2, result.stderr[-2000:]
+        line = result.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"segsvc {command}: error: {path} is not a checkpoint of segsvc fit: it could not be read ("), line
+        assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
