@@ -6,7 +6,9 @@
     segsvc data init data/my_set -o my_data.yaml                     # look at a folder, write the YAML that reads it
     segsvc data check --config configs/folder_example.yaml            # what the data holds; fit's refusals
     segsvc export runs/camvid_cpu/checkpoints/last.ckpt -o models/camvid [--format onnx]
+    segsvc evaluate models/camvid --split test                       # mIoU and per-class IoU at full resolution
     segsvc quantize models/camvid --calibration data/train/images   # + int8 graphs and their accuracy record
+    segsvc accuracy models/camvid --calibration data/train/images   # that record again (on a new CPU kind)
     segsvc predict --model default --input photos/ --output masks/ [--trainer.devices 2 --trainer.strategy ddp]
 """
 
@@ -87,12 +89,14 @@ def run_lightning(args: list[str] | None) -> None:
 def print_help_with_data_options(words: list[str]) -> None:
     """`segsvc fit --help`: the command's help, then every option of the own-data module with its help.
     jsonargparse lists a subclass's options only under `--data.help CLASS`, which a newcomer would not find."""
-    try:
-        build_cli(words)
-    except SystemExit:
-        pass
-    print("\nThe data module's options (data.init_args), for your own data; CamVid's: --data.help CamVidDataModule\n")
-    build_cli([words[0], "--data.help", "SegmentationDataModule"])
+    with warnings.catch_warnings():  # LightningCLI frowns at args= beside a non-empty sys.argv: intended here
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        try:
+            build_cli(words)
+        except SystemExit:
+            pass
+        print("\nThe data module's options (data.init_args), for your own data; CamVid's: --data.help CamVidDataModule\n")
+        build_cli([words[0], "--data.help", "SegmentationDataModule"])
 
 
 def exit_on_data_error(error: BaseException) -> None:
@@ -339,15 +343,25 @@ def main(argv: list[str] | None = None) -> None:
             end_process_group()
 
 
+COMMANDS = (*LIGHTNING_COMMANDS, "predict", "data", "export", "evaluate", "quantize", "accuracy")
+
+
 def run_command(argv: list[str] | None) -> None:
     explicit = argv is not None
     argv = list(argv if explicit else sys.argv[1:])
-    if argv and argv[0] == "predict":
+    if argv in (["-h"], ["--help"]):  # Lightning's help would list only fit, validate, test and predict
+        print(__doc__.strip() + "\n\n`segsvc COMMAND --help` for a command's options.")
+        return
+    if not argv or not argv[0].startswith("-") and argv[0] not in (*COMMANDS, "import"):
+        given = f"unknown command {argv[0]!r}" if argv else "no command"
+        print(f"segsvc: error: {given}: the commands are {', '.join(COMMANDS)} (segsvc --help)", file=sys.stderr)
+        sys.exit(2)
+    if argv[0] == "predict":
         from segsvc.training.predict_writer import run_predict
 
         run_predict(argv[1:])
         return
-    if not argv or argv[0] in LIGHTNING_COMMANDS or argv[0].startswith("-"):
+    if argv[0] in LIGHTNING_COMMANDS or argv[0].startswith("-"):
         run_lightning(argv if explicit else None)
         return
     if argv[:1] == ["import"] or argv[:1] == ["export"] and "--bento" in argv:

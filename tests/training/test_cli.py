@@ -259,3 +259,21 @@ def test_fit_help_explains_the_model_and_data_options():
     assert "--model.encoder_weights ENCODER_WEIGHTS Where the MobileNetV2 encoder starts" in help_text
     assert '--data.mask_suffix MASK_SUFFIX How mask file names end after the shared stem: "_mask.png" pairs X.png with X_mask.png' in help_text
     assert "--data.mask_values+ MASK_VALUES Per class, the mask value(s) meaning it" in help_text
+
+
+@pytest.mark.parametrize(("words", "message"), [([], "no command"), (["fti"], "unknown command 'fti'")])
+def test_a_missing_or_mistyped_command_is_one_line_naming_every_command(words, message):
+    """Lightning's parser named only fit, validate, test and predict; argparse's only the others."""
+    result = run_segsvc(*words)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"segsvc: error: {message}: the commands are fit, validate, test, predict, data, export, evaluate, "
+        "quantize, accuracy (segsvc --help)"
+    )
+
+
+def test_help_lists_every_command():
+    result = run_segsvc("--help")
+    assert result.returncode == 0
+    for command in ("fit", "predict", "data init", "data check", "export", "evaluate", "quantize", "accuracy"):
+        assert f"segsvc {command}" in result.stdout, command
