@@ -17,6 +17,7 @@ It prints the CPU first: on AMX, OpenVINO's bf16 tiles make the compiled graph f
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -64,11 +65,15 @@ def openvino_form(core, path: Path, precision: str, rounds: int, ort_engines: di
         compiled.infer({0: batch})
         kept.append(compiled)  # kept, as a service keeps its compiled sizes: the memory each one holds
         grown = resident_mb() - before
-        runs = {"compiled": compiled.infer, "dynamic": dynamic.infer, **{n: e.run_batch for n, e in ort_engines.items()}}
+        runs = {
+            "compiled": lambda: compiled.infer({0: batch}),
+            "dynamic": lambda: dynamic.infer({0: batch}),
+            **{name: functools.partial(engine.run_batch, batch) for name, engine in ort_engines.items()},
+        }
         times: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(rounds):
             for name, run in runs.items():
-                times[name].append(timed(lambda: run({0: batch}) if name in ("compiled", "dynamic") else run(batch)))
+                times[name].append(timed(run))
         medians = {name: statistics.median(values) * 1e3 for name, values in times.items()}
         rows.append({"size": f"{height}x{width}", "compile_s": compile_s, "mb": grown, "first_ms": first * 1e3, **medians})
     return rows

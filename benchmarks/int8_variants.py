@@ -16,16 +16,14 @@ reduce_range, as `segsvc quantize`) and run by ONNX Runtime at 2 threads.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from segsvc.data.datasets import CAMVID_IGNORE_INDEX
-from segsvc.io.modelfolder import INT8_QDQ_FILE, graph_path
 from segsvc.evaluation.evaluate import evaluate_folder
+from segsvc.io.modelfolder import INT8_QDQ_FILE, graph_path
 from segsvc.models.export import export_onnx
 from segsvc.models.serialization import load_model
 from segsvc.runtime.cpu import cpu_description
@@ -33,6 +31,8 @@ from segsvc.runtime.onnxruntime_engine import OnnxRuntimeEngine as OnnxBackend
 from segsvc.runtime.openvino_engine import OpenVinoEngine
 from segsvc.runtime.quantize import FLOAT_NODES, calibration_images, quantize_onnx
 from segsvc.training.datamodule import default_data_root
+
+from bench_engines import interleaved  # benchmarks/, this script's folder: interleaved rounds, medians
 
 ENCODER, DECODER = "/encoder/features.{}/", "/decoder/stages.{}/"
 VARIANTS = {
@@ -54,17 +54,8 @@ TIMED_SHAPE, TIMED_ROUNDS = (1, 3, 384, 480), 15
 def against_openvino(path: Path, openvino: OpenVinoEngine) -> str:
     """ONNX Runtime's median ms on `path` at 1 thread, and its ratio to `openvino`'s, timed in turns."""
     batch = np.random.default_rng(0).random(TIMED_SHAPE, dtype=np.float32)
-    engines = {"ort": OnnxBackend(path, threads=1), "openvino": openvino}
-    times: dict[str, list[float]] = {name: [] for name in engines}
-    for engine in engines.values():
-        engine.run_batch(batch)
-    for _ in range(TIMED_ROUNDS):
-        for name, engine in engines.items():
-            start = time.perf_counter()
-            engine.run_batch(batch)
-            times[name].append(time.perf_counter() - start)
-    ort, ov = (statistics.median(times[name]) * 1e3 for name in engines)
-    return f" {ort:.1f} ms | {ort / ov:.2f}x |"
+    medians = interleaved({"ort": OnnxBackend(path, threads=1), "openvino": openvino}, batch, TIMED_ROUNDS)
+    return f" {medians['ort'] * 1e3:.1f} ms | {medians['ort'] / medians['openvino']:.2f}x |"
 
 
 def main() -> None:

@@ -295,7 +295,7 @@ async def answer(route: str, image: bytes, fields: list[tuple[str, str]]) -> tup
     # A misspelt parameter (rel=true for rle=true) would otherwise be dropped and the default answered.
     unknown = sorted({name for name, _ in fields} - set(api.input_spec.model_fields))
     if unknown:
-        takes = ", ".join(name for name in api.input_spec.model_fields)
+        takes = ", ".join(api.input_spec.model_fields)
         raise InvalidArgument(f"unknown field{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}: {route} takes {takes}")
     try:
         inputs = api.input_spec.model_validate({**form_values(fields), "image": Path("upload")})
